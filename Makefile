@@ -1,0 +1,97 @@
+# AMDIM in C: a tensor engine with autograd, CPU (OpenBLAS + OpenMP) and CUDA (cuBLAS) paths.
+#   make            build train, eval and the test runner (CUDA path when nvcc is found; GPU=0 forces CPU-only)
+#   make test       build and run every test
+#   make test-asan  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU build)
+#   make bench      benchmarks (never fail the build)
+#   make deps       install the system packages (as root) or print the command
+
+CC      ?= gcc
+NVCC    ?= nvcc
+BUILD   ?= build
+SAN     ?=
+CFLAGS_BASE = -std=c11 -O3 -march=x86-64-v2 -g -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
+              -D_GNU_SOURCE -fopenmp $(SAN)
+LDLIBS  = -lopenblas -lz -lm -lpthread
+
+# ---- CUDA detection: GPU=1 needs nvcc, GPU=0 forces the CPU build, unset = auto ----
+NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
+ifeq ($(GPU),)
+  GPU := $(if $(NVCC_PATH),1,0)
+endif
+ifeq ($(GPU),1)
+  CUDA_HOME ?= $(abspath $(dir $(NVCC_PATH))/..)
+  CUDA_ARCH ?= 80 90
+  NVCC_GENCODE = $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a))
+  NVCCFLAGS = -O3 -std=c++17 $(NVCC_GENCODE) -DUSE_CUDA -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -Werror all-warnings
+  CFLAGS_BASE += -DUSE_CUDA -I$(CUDA_HOME)/include
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+  CUDA_SRC = $(wildcard cuda/*.cu)
+endif
+CFLAGS ?= $(CFLAGS_BASE)
+
+CORE_SRC  = $(wildcard tensor/*.c autograd/*.c ops/*.c)
+MODEL_SRC = $(wildcard model/*.c)
+DATA_SRC  = $(wildcard data/*.c)
+TEST_SRC  = $(wildcard test/*.c)
+LIB_SRC   = $(CORE_SRC) $(MODEL_SRC) $(DATA_SRC)
+
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
+TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
+PROGRAMS = $(BUILD)/train $(BUILD)/eval $(BUILD)/test_runner
+
+.PHONY: all test test-asan test-gpu bench deps clean lines
+all: deps-check $(PROGRAMS)
+	@echo "built: $(PROGRAMS) (CUDA: $(if $(filter 1,$(GPU)),yes,no))"
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/train: $(BUILD)/train.o $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/eval: $(BUILD)/eval.o $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/test_runner: $(TEST_OBJ) $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+test: all
+	$(BUILD)/test_runner
+
+# sanitizers on the CPU build (ASan does not mix with the CUDA runtime)
+test-asan:
+	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    $(filter-out deps-check,all)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/test_runner
+
+test-gpu: all
+	$(BUILD)/test_runner gpu
+
+bench: all
+	bash bench/run.sh
+
+# ---- system packages ----
+PACKAGES = libopenblas-dev zlib1g-dev libstb-dev
+deps-check:
+	@missing=""; \
+	[ -f /usr/include/x86_64-linux-gnu/cblas.h ] || [ -f /usr/include/cblas.h ] || [ -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || missing="$$missing libopenblas-dev"; \
+	[ -f /usr/include/zlib.h ] || missing="$$missing zlib1g-dev"; \
+	[ -f /usr/include/stb/stb_image.h ] || missing="$$missing libstb-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing packages:$$missing -- run: sudo apt-get install -y$$missing"; exit 1; fi; \
+	fi
+deps: deps-check
+
+lines:
+	@for d in tensor autograd ops cuda model data test tools bench; do \
+	  printf "%-9s %6s\n" $$d "$$(cat $$d/*.[ch] $$d/*.cu $$d/*.py $$d/*.sh 2>/dev/null | wc -l)"; done; \
+	  printf "%-9s %6s\n" drivers "$$(cat train.c eval.c 2>/dev/null | wc -l)"
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

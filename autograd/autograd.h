@@ -1,0 +1,59 @@
+// autograd.h - a define-by-run reverse-mode autograd in the spirit of micrograd.
+//
+// Every op_* call (ops/) computes its output at once and, when grad mode is on and an input requires grad,
+// records a Node on the global tape: the op's backward function, its inputs and what it saved.
+// Recording order is a topological order, so backward() simply walks the tape in reverse.
+//
+// Rules:
+//   * Gradients ALWAYS accumulate (+=). Backward kernels add into d-inputs; nobody overwrites a .grad.
+//     Parameter gradients are therefore zeroed once per step (optimizer), before the forward pass.
+//   * Every tensor an op returns, and every tensor it saves, is owned by the tape. tape_clear() frees them all
+//     (data, grads, nodes), which is what keeps memory flat over thousands of steps: call it once per step,
+//     after backward and after you have read the scalars you want to log.
+//   * In no-grad mode (autograd_set_grad_enabled(false)) ops still put their outputs on the tape (so that
+//     tape_clear frees them) but record no nodes and set requires_grad = false.
+#ifndef AUTOGRAD_H
+#define AUTOGRAD_H
+
+#include "../tensor/tensor.h"
+
+#define NODE_MAX_INPUTS 6
+#define NODE_MAX_SAVED 4
+
+typedef struct Node Node;
+typedef void (*BackwardFn)(Node *node);
+
+struct Node {
+    const char *op_name;
+    BackwardFn backward;              // reads out->grad, adds into in[k]->grad for inputs that require grad
+    Tensor *out;
+    Tensor *in[NODE_MAX_INPUTS];
+    int n_in;
+    Tensor *saved[NODE_MAX_SAVED];    // extra tensors kept for backward (tape-owned)
+    int iarg[10];                     // integer arguments of the op (stride, pad, dims, ...)
+    float farg[4];                    // float arguments (scale, eps, ...)
+    void *aux;                        // op-owned extra buffer (labels, masks), freed with the node
+    size_t aux_bytes;
+    Device aux_device;
+};
+
+// A new tensor owned by the tape (uninitialised data).
+Tensor *tape_tensor(Device dev, int ndim, const int *shape);
+// A view on the tape that shares `base`'s data (reshape, detach); never frees the data.
+Tensor *tape_view(Tensor *base, int ndim, const int *shape);
+// Record a node for `out` if grad mode is on and any input requires grad. Returns the node or NULL.
+Node *tape_record(const char *op_name, BackwardFn backward, Tensor *out, int n_in, Tensor *const *in);
+// Copies `bytes` from host memory into a buffer on `dev` kept by the node (e.g. labels, dropout masks).
+void *node_set_aux(Node *n, Device dev, const void *host, size_t bytes);
+
+void backward(Tensor *loss);          // loss must hold one element; seeds d(loss) = 1
+void tape_clear(void);                // frees every tape tensor and node
+long tape_tensor_count(void);         // live tape tensors (for leak checks)
+
+void autograd_set_grad_enabled(bool enabled);
+bool autograd_grad_enabled(void);
+
+// grad of an input, allocated on demand, or NULL if that input does not need one
+float *input_grad(Node *n, int k);
+
+#endif

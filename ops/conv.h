@@ -1,0 +1,33 @@
+// conv.h - 2-D convolution and the spatial ops around it. Legend: N batch, C/Co channels in/out,
+// H, W input size, K kernel size, Ho, Wo output size. All tensors NCHW, contiguous.
+#ifndef CONV_H
+#define CONV_H
+
+#include "../autograd/autograd.h"
+#include "dispatch.h"
+
+KERNELS_BEGIN
+// out: (N, Co, Ho, Wo) with Ho = (H + 2*pad - K) / stride + 1 (zero padding); x: (N, C, H, W);
+// w: (Co, C, K, K); b: (Co) or NULL
+DECLARE_KERNEL(void, conv2d_forward, (float *out, const float *x, const float *w, const float *b,
+                                      int N, int C, int H, int W, int Co, int K, int stride, int pad));
+// accumulates dx (N,C,H,W), dw (Co,C,K,K), db (Co); each may be NULL
+DECLARE_KERNEL(void, conv2d_backward, (float *dx, float *dw, float *db, const float *dout, const float *x,
+                                       const float *w, int N, int C, int H, int W, int Co, int K, int stride, int pad));
+// out: (N, C, Ho, Wo), Ho = (H - K) / stride + 1, no padding; mean over each K x K window
+DECLARE_KERNEL(void, avgpool2d_forward, (float *out, const float *x, int N, int C, int H, int W, int K, int stride));
+DECLARE_KERNEL(void, avgpool2d_backward, (float *dx, const float *dout, int N, int C, int H, int W, int K, int stride));
+// out: (N, C, H + 2p, W + 2p), mirror without repeating the edge (torch ReflectionPad2d); requires p < H, p < W
+DECLARE_KERNEL(void, reflect_pad2d_forward, (float *out, const float *x, int N, int C, int H, int W, int pad));
+DECLARE_KERNEL(void, reflect_pad2d_backward, (float *dx, const float *dout, int N, int C, int H, int W, int pad));
+// out: (N, Co, S): channels [0, C) copied from x (N, C, S), channels [C, Co) zero
+DECLARE_KERNEL(void, channel_pad_forward, (float *out, const float *x, int N, int C, int Co, int S));
+DECLARE_KERNEL(void, channel_pad_backward, (float *dx, const float *dout, int N, int C, int Co, int S));
+KERNELS_END
+
+Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *b, int stride, int pad);  // b may be NULL
+Tensor *op_avgpool2d(Tensor *x, int k, int stride);
+Tensor *op_reflect_pad2d(Tensor *x, int pad);
+Tensor *op_channel_pad(Tensor *x, int channels_out);  // x: (N, C, H, W) -> (N, Co, H, W)
+
+#endif

@@ -1,0 +1,52 @@
+// reduce.c - sum and mean over one dimension (or all): CPU kernels, then the autograd ops.
+#include "reduce.h"
+
+#include "../tensor/device.h"
+#include "elementwise.h"
+
+// out[o, i] = sum_k x[o, k, i]; accumulate in double so long sums stay exact to float precision
+void reduce_sum_forward_cpu(float *out, const float *x, long outer, long dim, long inner) {
+    #pragma omp parallel for if (outer * dim * inner > 65536)
+    for (long o = 0; o < outer; o++) {
+        for (long i = 0; i < inner; i++) {
+            double s = 0;
+            for (long k = 0; k < dim; k++) s += x[(o * dim + k) * inner + i];
+            out[o * inner + i] = (float)s;
+        }
+    }
+}
+
+void reduce_sum_backward_cpu(float *dx, const float *dout, long outer, long dim, long inner) {
+    #pragma omp parallel for if (outer * dim * inner > 65536)
+    for (long o = 0; o < outer; o++)
+        for (long k = 0; k < dim; k++)
+            for (long i = 0; i < inner; i++) dx[(o * dim + k) * inner + i] += dout[o * inner + i];
+}
+
+static void sum_backward_node(Node *n) {
+    KERNEL(n->out->device, reduce_sum_backward)(input_grad(n, 0), n->out->grad, n->iarg[0], n->iarg[1], n->iarg[2]);
+}
+
+Tensor *op_sum(Tensor *x, int dim) {
+    long outer = 1, inner = 1, len = x->numel;
+    int shape[TENSOR_MAX_DIMS] = {1}, ndim = 1;
+    if (dim >= 0) {
+        CHECK(dim < x->ndim, "sum over dim %d of a %d-dim tensor", dim, x->ndim);
+        len = x->shape[dim];
+        for (int d = 0; d < dim; d++) outer *= x->shape[d];
+        for (int d = dim + 1; d < x->ndim; d++) inner *= x->shape[d];
+        ndim = 0;
+        for (int d = 0; d < x->ndim; d++) if (d != dim) shape[ndim++] = x->shape[d];
+        if (ndim == 0) { ndim = 1; shape[0] = 1; }
+    }
+    Tensor *out = tape_tensor(x->device, ndim, shape);
+    KERNEL(x->device, reduce_sum_forward)(out->data, x->data, outer, len, inner);
+    Node *n = tape_record("sum", sum_backward_node, out, 1, &x);
+    if (n) { n->iarg[0] = (int)outer; n->iarg[1] = (int)len; n->iarg[2] = (int)inner; }
+    return out;
+}
+
+Tensor *op_mean(Tensor *x, int dim) {
+    long len = dim >= 0 ? x->shape[dim] : x->numel;
+    return op_scale(op_sum(x, dim), 1.0f / (float)len);
+}

@@ -1,0 +1,29 @@
+// shape.h - ops that move data without arithmetic: reshape, detach, transpose, concat, repeat, gather, dropout.
+#ifndef SHAPE_H
+#define SHAPE_H
+
+#include "../autograd/autograd.h"
+#include "dispatch.h"
+
+KERNELS_BEGIN
+// out[a, n, m] = x[a, m, n];  x: (A, M, N), out: (A, N, M)
+DECLARE_KERNEL(void, transpose_forward, (float *out, const float *x, int A, int M, int N));
+// dx[a, m, n] += dout[a, n, m]
+DECLARE_KERNEL(void, transpose_backward, (float *dx, const float *dout, int A, int M, int N));
+// out[b, d] = x[b, d, idx[b]];  x: (B, D, S), idx: (B) on the device, out: (B, D)
+DECLARE_KERNEL(void, gather_location_forward, (float *out, const float *x, const int *idx, int B, int D, int S));
+DECLARE_KERNEL(void, gather_location_backward, (float *dx, const float *dout, const int *idx, int B, int D, int S));
+KERNELS_END
+
+Tensor *op_reshape(Tensor *x, int ndim, const int *shape);   // shares data; gradient flows through
+Tensor *op_detach(Tensor *x);                                // shares data; no gradient
+Tensor *op_transpose(Tensor *x);                             // (A, M, N) -> (A, N, M); 2-D (M, N) -> (N, M)
+Tensor *op_concat0(Tensor *a, Tensor *b);                    // along dim 0; other dims equal
+Tensor *op_repeat(Tensor *x, int k);                         // x: (A, N) -> (A, k, N), copies along the new dim 1
+// x: (B, D, H, W); idx: B host ints in [0, H*W) -> (B, D): the feature vector at one location per row
+Tensor *op_gather_location(Tensor *x, const int *idx);
+// inverted dropout: keeps each value with prob 1-p and scales it by 1/(1-p); identity when !training or p == 0.
+// The mask is drawn on the host from rng, so CPU and GPU runs agree.
+Tensor *op_dropout(Tensor *x, float p, bool training, Rng *rng);
+
+#endif
