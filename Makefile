@@ -63,8 +63,7 @@ test: all
 
 # sanitizers on the CPU build (ASan does not mix with the CUDA runtime)
 test-asan:
-	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	    $(filter-out deps-check,all)
+	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/test_runner
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/test_runner
 
 test-gpu: all
