@@ -1,0 +1,215 @@
+// softmax.cu - CUDA twins of ops/softmax.c: softmax, log-softmax, cross-entropy and AMDIM's NCE log-softmax.
+// A softmax row of (outer, dim, inner) is r = o * inner + i, its elements x[(o * dim + k) * inner + i].
+// Row sums are warp or block trees in a fixed order (deterministic, no atomics); every softmax subtracts the max.
+#include <math.h>
+
+#include "../ops/softmax.h"
+#include "common.cuh"
+
+// One warp per row, rows spread over the whole grid; `task` is uniform across the warp, so the shuffles are safe.
+#define FOR_EACH_ROW_BY_WARP(row, rows)                                                                          \
+    for (long row = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; row < (rows);                            \
+         row += ((long)gridDim.x * blockDim.x) >> 5)
+
+static unsigned int blocks_for_warps(long rows) { return blocks_for(rows * 32); }
+
+// out = softmax(x) (or log-softmax) along dim
+template <bool LOG>
+static __global__ void softmax_forward_kernel(float *out, const float *x, long outer, long dim, long inner) {
+    int lane = threadIdx.x & 31;
+    FOR_EACH_ROW_BY_WARP(row, outer * inner) {
+        long base = row / inner * dim * inner + row % inner;
+        float m = -INFINITY;
+        for (long k = lane; k < dim; k += 32) m = fmaxf(m, x[base + k * inner]);
+        m = warp_max(m);
+        float s = 0.0f;
+        for (long k = lane; k < dim; k += 32) s += expf(x[base + k * inner] - m);
+        s = warp_sum(s);
+        if (LOG) {
+            float log_s = logf(s);
+            for (long k = lane; k < dim; k += 32) out[base + k * inner] = x[base + k * inner] - m - log_s;
+        } else {
+            for (long k = lane; k < dim; k += 32) out[base + k * inner] = expf(x[base + k * inner] - m) / s;
+        }
+    }
+}
+
+// softmax:     dx += out * (dout - sum(dout * out))
+// log-softmax: dx += dout - exp(out) * sum(dout)
+template <bool LOG>
+static __global__ void softmax_backward_kernel(float *dx, const float *dout, const float *out, long outer, long dim,
+                                               long inner) {
+    int lane = threadIdx.x & 31;
+    FOR_EACH_ROW_BY_WARP(row, outer * inner) {
+        long base = row / inner * dim * inner + row % inner;
+        float s = 0.0f;
+        for (long k = lane; k < dim; k += 32) {
+            long i = base + k * inner;
+            s += LOG ? dout[i] : dout[i] * out[i];
+        }
+        s = warp_sum(s);
+        for (long k = lane; k < dim; k += 32) {
+            long i = base + k * inner;
+            dx[i] += LOG ? dout[i] - expf(out[i]) * s : out[i] * (dout[i] - s);
+        }
+    }
+}
+
+void softmax_forward_cuda(float *out, const float *x, long outer, long dim, long inner) {
+    if (outer * inner <= 0 || dim <= 0) return;
+    softmax_forward_kernel<false><<<blocks_for_warps(outer * inner), THREADS>>>(out, x, outer, dim, inner);
+    LAUNCH_CHECK();
+}
+
+void softmax_backward_cuda(float *dx, const float *dout, const float *out, long outer, long dim, long inner) {
+    if (!dx || outer * inner <= 0 || dim <= 0) return;
+    softmax_backward_kernel<false><<<blocks_for_warps(outer * inner), THREADS>>>(dx, dout, out, outer, dim, inner);
+    LAUNCH_CHECK();
+}
+
+void log_softmax_forward_cuda(float *out, const float *x, long outer, long dim, long inner) {
+    if (outer * inner <= 0 || dim <= 0) return;
+    softmax_forward_kernel<true><<<blocks_for_warps(outer * inner), THREADS>>>(out, x, outer, dim, inner);
+    LAUNCH_CHECK();
+}
+
+void log_softmax_backward_cuda(float *dx, const float *dout, const float *out, long outer, long dim, long inner) {
+    if (!dx || outer * inner <= 0 || dim <= 0) return;
+    softmax_backward_kernel<true><<<blocks_for_warps(outer * inner), THREADS>>>(dx, dout, out, outer, dim, inner);
+    LAUNCH_CHECK();
+}
+
+// ---- cross-entropy with ignored rows (label < 0; labels outside [0, K) are treated the same, never read past) ----
+// probs (N, K) = softmax(logits); row_loss[n] = -log softmax(logits)[n, label] for valid rows, 0 for ignored ones
+static __global__ void cross_entropy_rows_kernel(float *probs, double *row_loss, const float *logits,
+                                                 const int *labels, int N, int K) {
+    int lane = threadIdx.x & 31;
+    FOR_EACH_ROW_BY_WARP(n, N) {
+        const float *x = logits + n * K;
+        float m = -INFINITY;
+        for (int k = lane; k < K; k += 32) m = fmaxf(m, x[k]);
+        m = warp_max(m);
+        float s = 0.0f;
+        for (int k = lane; k < K; k += 32) s += expf(x[k] - m);
+        s = warp_sum(s);
+        for (int k = lane; k < K; k += 32) probs[n * K + k] = expf(x[k] - m) / s;
+        if (lane == 0) {
+            int label = labels[n];
+            row_loss[n] = label >= 0 && label < K ? -(double)(x[label] - m - logf(s)) : 0.0;
+        }
+    }
+}
+
+// loss[0] = sum(row_loss) / n_valid (0 when n_valid == 0), summed by one block in a fixed order
+static __global__ void cross_entropy_mean_kernel(float *loss, const double *row_loss, int N, int n_valid) {
+    __shared__ double scratch[32];
+    double s = 0;
+    for (int n = threadIdx.x; n < N; n += blockDim.x) s += row_loss[n];
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) loss[0] = n_valid > 0 ? (float)(s / n_valid) : 0.0f;
+}
+
+void cross_entropy_forward_cuda(float *loss, float *probs, const float *logits, const int *labels, int N, int K,
+                                int n_valid) {
+    if (N <= 0 || K <= 0) {
+        CUDA_CHECK(cudaMemset(loss, 0, sizeof(float)));
+        return;
+    }
+    size_t bytes = (size_t)N * sizeof(double);
+    double *row_loss = (double *)scratch_alloc(bytes);
+    cross_entropy_rows_kernel<<<blocks_for_warps(N), THREADS>>>(probs, row_loss, logits, labels, N, K);
+    LAUNCH_CHECK();
+    cross_entropy_mean_kernel<<<1, THREADS>>>(loss, row_loss, N, n_valid);
+    LAUNCH_CHECK();
+    scratch_free(row_loss, bytes);
+}
+
+// dlogits += dloss[0] * (probs - onehot(label)) / n_valid on valid rows; dloss is read on the device
+static __global__ void cross_entropy_backward_kernel(float *dlogits, const float *dloss, const float *probs,
+                                                     const int *labels, int N, int K, int n_valid) {
+    float scale = dloss[0] / (float)n_valid;
+    GRID_STRIDE(t, (long)N * K) {
+        int label = labels[t / K], k = (int)(t % K);
+        if (label < 0 || label >= K) continue;
+        dlogits[t] += scale * (probs[t] - (k == label ? 1.0f : 0.0f));
+    }
+}
+
+void cross_entropy_backward_cuda(float *dlogits, const float *dloss, const float *probs, const int *labels, int N,
+                                 int K, int n_valid) {
+    if (!dlogits || n_valid <= 0 || (long)N * K <= 0) return;
+    cross_entropy_backward_kernel<<<blocks_for((long)N * K), THREADS>>>(dlogits, dloss, probs, labels, N, K, n_valid);
+    LAUNCH_CHECK();
+}
+
+// ---- the NCE log-softmax of AMDIM (spec 4.3) ----
+// x: (B, P, B, L); row (i, p) holds B*L scores, element e = j * L + l. Positives: j == i (L of them); negatives:
+// j != i ((B - 1) * L, shared by all positives). out: (B, P, L),
+//   out[i, p, l] = pos_l - log(exp(pos_l) + Z),  Z = sum over the negatives of exp(x)
+// computed around m = max of the negatives (and pos_l itself) so that nothing overflows. One block per row.
+static __global__ void nce_log_softmax_forward_kernel(float *out, const float *x, int B, int P, int L) {
+    __shared__ float scratch_f[32];
+    long row_len = (long)B * L;
+    for (long row = blockIdx.x; row < (long)B * P; row += gridDim.x) {  // uniform per block
+        long i = row / P;
+        const float *xr = x + row * row_len;
+        float m = -INFINITY;
+        for (long e = threadIdx.x; e < row_len; e += blockDim.x)
+            if (e / L != i) m = fmaxf(m, xr[e]);
+        m = block_max(m, scratch_f);
+        float z = 0.0f;  // no negatives (B == 1): z stays 0 and m -inf, and out = 0 below
+        for (long e = threadIdx.x; e < row_len; e += blockDim.x)
+            if (e / L != i) z += expf(xr[e] - m);
+        z = block_sum(z, scratch_f);
+        for (int l = threadIdx.x; l < L; l += blockDim.x) {
+            float pos = xr[i * L + l], top = fmaxf(pos, m);
+            out[row * L + l] = pos - top - logf(expf(pos - top) + z * expf(m - top));
+        }
+    }
+}
+
+void nce_log_softmax_forward_cuda(float *out, const float *x, int B, int P, int L) {
+    long rows = (long)B * P;
+    if (rows <= 0 || L <= 0) return;
+    nce_log_softmax_forward_kernel<<<rows < MAX_BLOCKS ? (unsigned int)rows : MAX_BLOCKS, THREADS>>>(out, x, B, P, L);
+    LAUNCH_CHECK();
+}
+
+// With lse_l = pos_l - out_l = log(exp(pos_l) + Z):
+//   d out_l / d pos_l = 1 - exp(out_l)       (other positives of the row are masked, so only l itself)
+//   d out_l / d neg   = -exp(neg - lse_l)
+// so dpos_l += dout_l * (1 - exp(out_l)) and dneg += -exp(neg - ref) * sum_l dout_l * exp(ref - lse_l), with
+// ref = min_l lse_l: neg <= lse_l for every l, so both exponents are <= 0 and nothing overflows.
+static __global__ void nce_log_softmax_backward_kernel(float *dx, const float *dout, const float *x, const float *out,
+                                                       int B, int P, int L) {
+    __shared__ float scratch_f[32];
+    long row_len = (long)B * L;
+    for (long row = blockIdx.x; row < (long)B * P; row += gridDim.x) {  // uniform per block
+        long i = row / P;
+        const float *xr = x + row * row_len, *outr = out + row * L, *doutr = dout + row * L;
+        float *dxr = dx + row * row_len;
+        float ref = INFINITY;
+        for (int l = threadIdx.x; l < L; l += blockDim.x) ref = fminf(ref, xr[i * L + l] - outr[l]);
+        ref = block_min(ref, scratch_f);
+        float a = 0.0f;
+        for (int l = threadIdx.x; l < L; l += blockDim.x) a += doutr[l] * expf(ref - (xr[i * L + l] - outr[l]));
+        a = block_sum(a, scratch_f);
+        for (long e = threadIdx.x; e < row_len; e += blockDim.x) {
+            if (e / L == i) {
+                long l = e - i * L;
+                dxr[e] += doutr[l] * (1.0f - expf(outr[l]));
+            } else {
+                dxr[e] -= expf(xr[e] - ref) * a;
+            }
+        }
+    }
+}
+
+void nce_log_softmax_backward_cuda(float *dx, const float *dout, const float *x, const float *out, int B, int P,
+                                   int L) {
+    long rows = (long)B * P;
+    if (!dx || rows <= 0 || L <= 0) return;
+    nce_log_softmax_backward_kernel<<<rows < MAX_BLOCKS ? (unsigned int)rows : MAX_BLOCKS, THREADS>>>(dx, dout, x, out,
+                                                                                                       B, P, L);
+    LAUNCH_CHECK();
+}
