@@ -87,11 +87,6 @@ static __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-static __device__ __forceinline__ float warp_min(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-
 // Sum over the block, returned to every thread. scratch: 32 T of shared memory.
 template <typename T>
 static __device__ T block_sum(T v, T *scratch) {
@@ -113,17 +108,6 @@ static __device__ float block_max(float v, float *scratch) {
     __syncthreads();
     float m = scratch[0];
     for (int w = 1; w < n_warps; w++) m = fmaxf(m, scratch[w]);
-    return m;
-}
-
-static __device__ float block_min(float v, float *scratch) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    v = warp_min(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    float m = scratch[0];
-    for (int w = 1; w < n_warps; w++) m = fminf(m, scratch[w]);
     return m;
 }
 

@@ -18,36 +18,36 @@ static __global__ void batchnorm_forward_kernel(float *out, float *mean, float *
     __shared__ double scratch[32];
     long count = (long)N * S;
     for (int c = blockIdx.x; c < C; c += gridDim.x) {  // uniform per block
-        float m, inv;
+        double mu, var;
         if (training) {
             double s = 0;
             for (long k = threadIdx.x; k < count; k += blockDim.x) s += x[channel_index(k, c, C, S)];
-            double batch_mean = block_sum(s, scratch) / (double)count;
-            double sq = 0;  // second pass around the mean: no cancellation
+            mu = block_sum(s, scratch) / (double)count;
+            double sq = 0;  // second pass around the mean: no cancellation of E[x^2] - E[x]^2
             for (long k = threadIdx.x; k < count; k += blockDim.x) {
-                double d = x[channel_index(k, c, C, S)] - batch_mean;
+                double d = x[channel_index(k, c, C, S)] - mu;
                 sq += d * d;
             }
-            double var = block_sum(sq, scratch) / (double)count;  // biased
-            m = (float)batch_mean;
-            inv = (float)(1.0 / sqrt(var + (double)eps));
+            var = block_sum(sq, scratch) / (double)count;  // biased: what the batch is normalised with
             if (threadIdx.x == 0 && running_mean && running_var) {
                 double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
-                running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * m;
-                running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
+                running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
+                running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * unbiased);
             }
         } else {
-            m = running_mean[c];
-            inv = 1.0f / sqrtf(running_var[c] + eps);
+            mu = running_mean[c];
+            var = running_var[c];
         }
+        double inv = 1.0 / sqrt(var + (double)eps);
         if (threadIdx.x == 0) {
-            mean[c] = m;
-            invstd[c] = inv;
+            mean[c] = (float)mu;
+            invstd[c] = (float)inv;
         }
-        float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;
+        // (x - mean) first: folding the mean into the shift would cancel badly when |mean| >> std
+        float m = (float)mu, scale = (float)((gamma ? gamma[c] : 1.0f) * inv), b = beta ? beta[c] : 0.0f;
         for (long k = threadIdx.x; k < count; k += blockDim.x) {
             long i = channel_index(k, c, C, S);
-            out[i] = (x[i] - m) * inv * g + b;
+            out[i] = (x[i] - m) * scale + b;
         }
     }
 }

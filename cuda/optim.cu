@@ -24,8 +24,7 @@ static __global__ void adam_step_kernel(float *p, const float *grad, float *m, f
 void adam_step_cuda(float *p, const float *grad, float *m, float *v, const float *mask, long n, float lr, float beta1,
                     float beta2, float eps, float weight_decay, int t) {
     if (n <= 0) return;
-    float bias_correction1 = (float)(1.0 - pow((double)beta1, (double)t));
-    float bias_correction2 = (float)(1.0 - pow((double)beta2, (double)t));
+    float bias_correction1 = 1.0f - powf(beta1, (float)t), bias_correction2 = 1.0f - powf(beta2, (float)t);
     adam_step_kernel<<<blocks_for(n), THREADS>>>(p, grad, m, v, mask, n, lr, beta1, beta2, eps, weight_decay,
                                                  bias_correction1, bias_correction2);
     LAUNCH_CHECK();

@@ -1,19 +1,20 @@
 // softmax.cu - CUDA twins of ops/softmax.c: softmax, log-softmax, cross-entropy and AMDIM's NCE log-softmax.
 // A softmax row of (outer, dim, inner) is r = o * inner + i, its elements x[(o * dim + k) * inner + i].
-// Row sums are warp or block trees in a fixed order (deterministic, no atomics); every softmax subtracts the max.
+// Row sums run in double (like the CPU) through warp or block trees in a fixed order (deterministic, no atomics);
+// every softmax subtracts the row max.
 #include <math.h>
 
 #include "../ops/softmax.h"
 #include "common.cuh"
 
-// One warp per row, rows spread over the whole grid; `task` is uniform across the warp, so the shuffles are safe.
+// One warp per row, rows spread over the whole grid; `row` is the same in every lane, so the shuffles are safe.
 #define FOR_EACH_ROW_BY_WARP(row, rows)                                                                          \
     for (long row = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; row < (rows);                            \
          row += ((long)gridDim.x * blockDim.x) >> 5)
 
 static unsigned int blocks_for_warps(long rows) { return blocks_for(rows * 32); }
 
-// out = softmax(x) (or log-softmax) along dim
+// out = softmax(x) (or log-softmax) along dim; the row sum in double like the CPU
 template <bool LOG>
 static __global__ void softmax_forward_kernel(float *out, const float *x, long outer, long dim, long inner) {
     int lane = threadIdx.x & 31;
@@ -22,14 +23,15 @@ static __global__ void softmax_forward_kernel(float *out, const float *x, long o
         float m = -INFINITY;
         for (long k = lane; k < dim; k += 32) m = fmaxf(m, x[base + k * inner]);
         m = warp_max(m);
-        float s = 0.0f;
+        double s = 0;
         for (long k = lane; k < dim; k += 32) s += expf(x[base + k * inner] - m);
         s = warp_sum(s);
         if (LOG) {
-            float log_s = logf(s);
-            for (long k = lane; k < dim; k += 32) out[base + k * inner] = x[base + k * inner] - m - log_s;
+            float shift = m + (float)log(s);
+            for (long k = lane; k < dim; k += 32) out[base + k * inner] = x[base + k * inner] - shift;
         } else {
-            for (long k = lane; k < dim; k += 32) out[base + k * inner] = expf(x[base + k * inner] - m) / s;
+            float inv = (float)(1.0 / s);
+            for (long k = lane; k < dim; k += 32) out[base + k * inner] = expf(x[base + k * inner] - m) * inv;
         }
     }
 }
@@ -42,15 +44,15 @@ static __global__ void softmax_backward_kernel(float *dx, const float *dout, con
     int lane = threadIdx.x & 31;
     FOR_EACH_ROW_BY_WARP(row, outer * inner) {
         long base = row / inner * dim * inner + row % inner;
-        float s = 0.0f;
+        double s = 0;
         for (long k = lane; k < dim; k += 32) {
             long i = base + k * inner;
-            s += LOG ? dout[i] : dout[i] * out[i];
+            s += LOG ? (double)dout[i] : (double)dout[i] * out[i];
         }
-        s = warp_sum(s);
+        float total = (float)warp_sum(s);
         for (long k = lane; k < dim; k += 32) {
             long i = base + k * inner;
-            dx[i] += LOG ? dout[i] - expf(out[i]) * s : out[i] * (dout[i] - s);
+            dx[i] += LOG ? dout[i] - expf(out[i]) * total : out[i] * (dout[i] - total);
         }
     }
 }
@@ -80,7 +82,8 @@ void log_softmax_backward_cuda(float *dx, const float *dout, const float *out, l
 }
 
 // ---- cross-entropy with ignored rows (label < 0; labels outside [0, K) are treated the same, never read past) ----
-// probs (N, K) = softmax(logits); row_loss[n] = -log softmax(logits)[n, label] for valid rows, 0 for ignored ones
+// probs (N, K) = softmax(logits); row_loss[n] = log-sum-exp(row) - logits[n, label] for valid rows (from the
+// log-sum-exp, not log(probs), so an underflowing probability still gives a finite loss), 0 for ignored rows
 static __global__ void cross_entropy_rows_kernel(float *probs, double *row_loss, const float *logits,
                                                  const int *labels, int N, int K) {
     int lane = threadIdx.x & 31;
@@ -89,13 +92,14 @@ static __global__ void cross_entropy_rows_kernel(float *probs, double *row_loss,
         float m = -INFINITY;
         for (int k = lane; k < K; k += 32) m = fmaxf(m, x[k]);
         m = warp_max(m);
-        float s = 0.0f;
+        double s = 0;
         for (int k = lane; k < K; k += 32) s += expf(x[k] - m);
         s = warp_sum(s);
-        for (int k = lane; k < K; k += 32) probs[n * K + k] = expf(x[k] - m) / s;
+        float inv = (float)(1.0 / s);
+        for (int k = lane; k < K; k += 32) probs[n * K + k] = expf(x[k] - m) * inv;
         if (lane == 0) {
             int label = labels[n];
-            row_loss[n] = label >= 0 && label < K ? -(double)(x[label] - m - logf(s)) : 0.0;
+            row_loss[n] = label >= 0 && label < K ? (double)m + log(s) - x[label] : 0.0;
         }
     }
 }
@@ -146,24 +150,39 @@ void cross_entropy_backward_cuda(float *dlogits, const float *dloss, const float
 // x: (B, P, B, L); row (i, p) holds B*L scores, element e = j * L + l. Positives: j == i (L of them); negatives:
 // j != i ((B - 1) * L, shared by all positives). out: (B, P, L),
 //   out[i, p, l] = pos_l - log(exp(pos_l) + Z),  Z = sum over the negatives of exp(x)
-// computed around m = max of the negatives (and pos_l itself) so that nothing overflows. One block per row.
+// With m = max of the negatives and lse_neg = m + log(sum exp(neg - m)) = log Z:
+//   out = (pos - hi) - log1p(exp(lo - hi)),  hi = max(pos, lse_neg), lo = min(pos, lse_neg): nothing overflows.
+// One block per row; B == 1 has no negatives and gives 0.
+
+// max over the negatives of row xr (image i), in every thread of the block
+static __device__ float negatives_max(const float *xr, long i, long row_len, int L, float *scratch) {
+    float m = -INFINITY;
+    for (long e = threadIdx.x; e < row_len; e += blockDim.x)
+        if (e / L != i) m = fmaxf(m, xr[e]);
+    return block_max(m, scratch);
+}
+
 static __global__ void nce_log_softmax_forward_kernel(float *out, const float *x, int B, int P, int L) {
-    __shared__ float scratch_f[32];
+    __shared__ float scratch_max[32];
+    __shared__ double scratch_sum[32];
     long row_len = (long)B * L;
     for (long row = blockIdx.x; row < (long)B * P; row += gridDim.x) {  // uniform per block
         long i = row / P;
         const float *xr = x + row * row_len;
-        float m = -INFINITY;
-        for (long e = threadIdx.x; e < row_len; e += blockDim.x)
-            if (e / L != i) m = fmaxf(m, xr[e]);
-        m = block_max(m, scratch_f);
-        float z = 0.0f;  // no negatives (B == 1): z stays 0 and m -inf, and out = 0 below
+        float *o = out + row * L;
+        if (B == 1) {
+            for (int l = threadIdx.x; l < L; l += blockDim.x) o[l] = 0.0f;
+            continue;
+        }
+        float m = negatives_max(xr, i, row_len, L, scratch_max);
+        double z = 0;
         for (long e = threadIdx.x; e < row_len; e += blockDim.x)
             if (e / L != i) z += expf(xr[e] - m);
-        z = block_sum(z, scratch_f);
+        z = block_sum(z, scratch_sum);
+        float lse_neg = m + (float)log(z);
         for (int l = threadIdx.x; l < L; l += blockDim.x) {
-            float pos = xr[i * L + l], top = fmaxf(pos, m);
-            out[row * L + l] = pos - top - logf(expf(pos - top) + z * expf(m - top));
+            float pos = xr[i * L + l], hi = fmaxf(pos, lse_neg), lo = fminf(pos, lse_neg);
+            o[l] = (pos - hi) - log1pf(expf(lo - hi));
         }
     }
 }
@@ -175,40 +194,36 @@ void nce_log_softmax_forward_cuda(float *out, const float *x, int B, int P, int 
     LAUNCH_CHECK();
 }
 
-// With lse_l = pos_l - out_l = log(exp(pos_l) + Z):
-//   d out_l / d pos_l = 1 - exp(out_l)       (other positives of the row are masked, so only l itself)
-//   d out_l / d neg   = -exp(neg - lse_l)
-// so dpos_l += dout_l * (1 - exp(out_l)) and dneg += -exp(neg - ref) * sum_l dout_l * exp(ref - lse_l), with
-// ref = min_l lse_l: neg <= lse_l for every l, so both exponents are <= 0 and nothing overflows.
+// From x and out only, with lse_l = pos_l - out_l (the log of positive l's denominator):
+//   dpos_l += dout_l * (1 - exp(out_l))              (the row's other positives are masked out of l's softmax)
+//   dneg   -= sum_l dout_l * exp(neg - lse_l) = exp(neg - m) * sum_l dout_l * exp(m - lse_l)
+// Both exponents of the split are <= 0 (neg <= m <= lse_l), so nothing overflows.
 static __global__ void nce_log_softmax_backward_kernel(float *dx, const float *dout, const float *x, const float *out,
                                                        int B, int P, int L) {
-    __shared__ float scratch_f[32];
+    __shared__ float scratch_max[32];
+    __shared__ double scratch_sum[32];
     long row_len = (long)B * L;
     for (long row = blockIdx.x; row < (long)B * P; row += gridDim.x) {  // uniform per block
         long i = row / P;
-        const float *xr = x + row * row_len, *outr = out + row * L, *doutr = dout + row * L;
+        const float *xr = x + row * row_len, *o = out + row * L, *d = dout + row * L;
         float *dxr = dx + row * row_len;
-        float ref = INFINITY;
-        for (int l = threadIdx.x; l < L; l += blockDim.x) ref = fminf(ref, xr[i * L + l] - outr[l]);
-        ref = block_min(ref, scratch_f);
-        float a = 0.0f;
-        for (int l = threadIdx.x; l < L; l += blockDim.x) a += doutr[l] * expf(ref - (xr[i * L + l] - outr[l]));
-        a = block_sum(a, scratch_f);
-        for (long e = threadIdx.x; e < row_len; e += blockDim.x) {
-            if (e / L == i) {
-                long l = e - i * L;
-                dxr[e] += doutr[l] * (1.0f - expf(outr[l]));
-            } else {
-                dxr[e] -= expf(xr[e] - ref) * a;
-            }
+        float m = negatives_max(xr, i, row_len, L, scratch_max);
+        double weight = 0;
+        for (int l = threadIdx.x; l < L; l += blockDim.x) {
+            float pos = xr[i * L + l];
+            weight += (double)d[l] * expf(m - (pos - o[l]));
+            dxr[i * L + l] += d[l] * -expm1f(o[l]);
         }
+        float w = (float)block_sum(weight, scratch_sum);
+        for (long e = threadIdx.x; e < row_len; e += blockDim.x)
+            if (e / L != i) dxr[e] -= w * expf(xr[e] - m);
     }
 }
 
 void nce_log_softmax_backward_cuda(float *dx, const float *dout, const float *x, const float *out, int B, int P,
                                    int L) {
     long rows = (long)B * P;
-    if (!dx || rows <= 0 || L <= 0) return;
+    if (!dx || rows <= 0 || L <= 0 || B == 1) return;  // B == 1: out is the constant 0
     nce_log_softmax_backward_kernel<<<rows < MAX_BLOCKS ? (unsigned int)rows : MAX_BLOCKS, THREADS>>>(dx, dout, x, out,
                                                                                                        B, P, L);
     LAUNCH_CHECK();
