@@ -60,11 +60,14 @@ $(BUILD)/test_runner: $(TEST_OBJ) $(LIB_OBJ)
 
 test: all
 	$(BUILD)/test_runner
+	bash test/cli_test.sh $(BUILD)
 
 # sanitizers on the CPU build (ASan does not mix with the CUDA runtime)
 test-asan:
 	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/test_runner
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/test_runner
+	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/train build/asan/eval
+	ASAN_OPTIONS=detect_leaks=1 bash test/cli_test.sh build/asan
 
 test-gpu: all
 	$(BUILD)/test_runner gpu

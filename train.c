@@ -262,8 +262,8 @@ int main(int argc, char **argv) {
                    st.step, total_steps, batch->epoch, total, l1t5, l1t7, l5t5, reg, cls, opt.lr, img_s,
                    100 * wait_window / dt, eta);
             fflush(stdout);
-            fprintf(log, "{\"step\":%ld,\"epoch\":%ld,\"loss\":%.7g,\"l1t5\":%.7g,\"l1t7\":%.7g,\"l5t5\":%.7g,"
-                         "\"reg\":%.7g,\"cls\":%.7g,\"lr\":%.7g,\"img_s\":%.2f,\"step_s\":%.4f,\"data_wait_s\":%.4f}\n",
+            fprintf(log, "{\"step\":%ld,\"epoch\":%ld,\"loss\":%.9g,\"l1t5\":%.9g,\"l1t7\":%.9g,\"l5t5\":%.9g,"
+                         "\"reg\":%.9g,\"cls\":%.9g,\"lr\":%.7g,\"img_s\":%.2f,\"step_s\":%.4f,\"data_wait_s\":%.4f}\n",
                     st.step, batch->epoch, total, l1t5, l1t7, l5t5, reg, cls, opt.lr, img_s, dt / steps_window,
                     wait_window / steps_window);
             fflush(log);
