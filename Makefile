@@ -39,7 +39,7 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 PROGRAMS = $(BUILD)/train $(BUILD)/eval $(BUILD)/test_runner
 
-.PHONY: all test test-asan test-gpu bench deps clean lines
+.PHONY: all test test-asan test-gpu bench deps clean lines demo
 all: deps-check $(PROGRAMS)
 	@echo "built: $(PROGRAMS) (CUDA: $(if $(filter 1,$(GPU)),yes,no))"
 
@@ -97,3 +97,7 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# the main job: short AMDIM training on Fashion-MNIST, then the probes (see README)
+demo:
+	bash tools/demo.sh
