@@ -68,13 +68,13 @@ void batchnorm_backward_cpu(float *dx, float *dgamma, float *dbeta, const float 
         if (dbeta) dbeta[c] += (float)sum_dy;
         if (dgamma) dgamma[c] += (float)sum_dy_xhat;
         if (!dx) continue;
-        float k = gamma[c] * inv;
+        float scale = gamma[c] * inv;
         float mean_dy = training ? (float)(sum_dy / M) : 0.0f;
         float mean_dy_xhat = training ? (float)(sum_dy_xhat / M) : 0.0f;
         for (int n = 0; n < N; n++) {
             const float *dc = dout + ((long)n * C + c) * S, *xc = x + ((long)n * C + c) * S;
             float *dxc = dx + ((long)n * C + c) * S;
-            for (int s = 0; s < S; s++) dxc[s] += k * (dc[s] - mean_dy - (xc[s] - mu) * inv * mean_dy_xhat);
+            for (int s = 0; s < S; s++) dxc[s] += scale * (dc[s] - mean_dy - (xc[s] - mu) * inv * mean_dy_xhat);
         }
     }
 }
