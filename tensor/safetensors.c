@@ -182,7 +182,10 @@ static bool parse_string(Parser *p, char **out) {
                     }
                     p->pos += 2;
                     if (!parse_hex4(p, &lo)) { free(s); return false; }
-                    if (lo < 0xDC00 || lo > 0xDFFF) { free(s); return parse_error(p, "unpaired surrogate in \\u escape"); }
+                    if (lo < 0xDC00 || lo > 0xDFFF) {
+                        free(s);
+                        return parse_error(p, "unpaired surrogate in \\u escape");
+                    }
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
                     free(s);

@@ -161,11 +161,13 @@ static int atomic_save(void) {
     unlink(path);
     int fails = check_true(save_one(path, 1.0f, err, sizeof err) == 0, "first save%s%s", err[0] ? ": " : "", err);
     fails += check_true(read_one(path) == 1.0f && !file_exists(tmp), "file holds 1.0, no .tmp left");
-    fails += check_true(save_one(path, 2.0f, err, sizeof err) == 0, "second save over the file%s%s", err[0] ? ": " : "", err);
+    fails += check_true(save_one(path, 2.0f, err, sizeof err) == 0, "second save over the file%s%s",
+                        err[0] ? ": " : "", err);
     fails += check_true(read_one(path) == 2.0f && !file_exists(tmp), "file replaced (2.0), no .tmp left");
 
     write_bytes(tmp, "stale", 5);  // left over by a crashed save
-    fails += check_true(save_one(path, 3.0f, err, sizeof err) == 0, "save over a stale .tmp%s%s", err[0] ? ": " : "", err);
+    fails += check_true(save_one(path, 3.0f, err, sizeof err) == 0, "save over a stale .tmp%s%s",
+                        err[0] ? ": " : "", err);
     fails += check_true(read_one(path) == 3.0f && !file_exists(tmp), "file holds 3.0, stale .tmp gone");
 
     const char *bad = "/nonexistent_dir_amdim/x.safetensors";
@@ -208,7 +210,8 @@ static int bad_files(void) {
         {"missing dtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", -1, 4, "lacks a dtype"},
         {"unknown key", "{\"a\":{\"dtype\":\"F32\",\"kind\":1,\"shape\":[1],\"data_offsets\":[0,4]}}", -1, 4,
          "unexpected"},
-        {"misaligned offset", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", -1, 8, "multiple of 4"},
+        {"misaligned offset", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[2,6]}}", -1, 8,
+         "multiple of 4"},
         {"metadata not a string", "{\"__metadata__\":{\"step\":12}}", -1, 0, "not a string"},
         {"bad escape", "{\"a\\q\":{}}", -1, 0, "escape"},
         {"unpaired surrogate", "{\"\\ud83d\":{}}", -1, 0, "surrogate"},
@@ -394,13 +397,14 @@ static int golden_file(const char *path) {
             bad_params += !same_shape_finite(st, name, buf);
         }
     }
-    fails += check_true(n_params > 0 && bad_params == 0, "%d parameters, each with a finite grad.* of its shape (%d bad)",
-                        n_params, bad_params);
+    fails += check_true(n_params > 0 && bad_params == 0,
+                        "%d parameters, each with a finite grad.* of its shape (%d bad)", n_params, bad_params);
     fails += check_true(n_buffers > 0 && bad_buffers == 0, "%d BN buffers, each with after.* (%d bad)", n_buffers,
                         bad_buffers);
     fails += check_true(orphans == 0, "no grad.* / after.* without its tensor (%d)", orphans);
 
-    int B = st_meta(st, "B") ? atoi(st_meta(st, "B")) : 0, C = st_meta(st, "in_channels") ? atoi(st_meta(st, "in_channels")) : 0;
+    const char *batch = st_meta(st, "B"), *channels = st_meta(st, "in_channels");
+    int B = batch ? atoi(batch) : 0, C = channels ? atoi(channels) : 0;
     fails += shape_is(st, "input.x1", SHAPE(B, C, 32, 32));
     fails += shape_is(st, "input.x2", SHAPE(B, C, 32, 32));
     fails += shape_is(st, "input.labels", SHAPE(B));
