@@ -175,7 +175,7 @@ int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char 
     for (int i = 0; rc == 0 && i < ps->count; i++)
         rc = load_tensor(f, path, ps->names[i], ps->params[i], ps->params[i]->data, err, err_size);
     if (rc == 0 && opt) {
-        long t;
+        long t = 0;
         rc = meta_long(f, path, "adam_t", &t, err, err_size);
         opt->t = (int)t;
         char name[96];

@@ -158,7 +158,17 @@ static int golden(const char *file, Device dev) {
         float v = tensor_item(terms[i].t);
         fails += check_close(terms[i].name, &v, fixture(f, terms[i].name, 1), 1, 1e-5, 1e-5);
     }
+    // gradients that are analytically zero (a bias right before a train-mode BN) hold only rounding noise in both
+    // implementations: they are held to the global gradient scale instead of their own
+    const char *zero_grads = st_meta(f, "zero_grads");
+    double global_scale = 0;
     char name[128];
+    for (int i = 0; i < ps->count; i++) {
+        if (ps->is_buffer[i]) continue;
+        snprintf(name, sizeof name, "grad.%s", ps->names[i]);
+        const float *want = fixture(f, name, ps->params[i]->numel);
+        for (long j = 0; j < ps->params[i]->numel; j++) global_scale = fmax(global_scale, fabs(want[j]));
+    }
     for (int i = 0; i < ps->count; i++) {
         Tensor *p = ps->params[i];
         float *got = xmalloc((size_t)p->numel * sizeof(float));
@@ -174,6 +184,7 @@ static int golden(const char *file, Device dev) {
         }
         double scale = 0;
         for (long j = 0; j < p->numel; j++) scale = fmax(scale, fabs(want[j]));
+        if (!ps->is_buffer[i] && zero_grads && strstr(zero_grads, ps->names[i])) scale = global_scale;
         fails += check_close(name, got, want, p->numel, 1e-4 * scale + 1e-7, 1e-3);
         free(got);
     }
