@@ -107,6 +107,11 @@ static Args parse_args(int argc, char **argv) {
         else { fprintf(stderr, "train: unknown option '%s' (see --help)\n", f); exit(2); }
     }
     if (strcmp(a.device, "cpu") && strcmp(a.device, "cuda")) die("--device must be cpu or cuda");
+    AmdimConfig probe;
+    if (amdim_config_preset(&probe, a.preset)) {
+        fprintf(stderr, "train: unknown preset '%s' (tiny, cifar-small, cifar-large, stl-small, imagenet-small)\n", a.preset);
+        exit(2);
+    }
     if (!a.data_path) {
         if (!strcmp(a.dataset, "fashion-mnist")) a.data_path = "/usr/share/datasets/fashion-mnist";
         else die("--data PATH is required for this dataset");
@@ -163,7 +168,7 @@ int main(int argc, char **argv) {
 
     // model: preset, flag overrides, input channels and size from the data
     AmdimConfig cfg;
-    if (amdim_config_preset(&cfg, a.preset)) { fprintf(stderr, "train: unknown preset '%s' (see --help)\n", a.preset); return 2; }
+    amdim_config_preset(&cfg, a.preset);
     if (a.F) cfg.F = a.F;
     if (a.D) cfg.D = a.D;
     if (a.d) cfg.d = a.d;

@@ -64,7 +64,7 @@ expect_error "truncated image file" "train-images-idx3-ubyte" $TRAIN --data "$tm
 cp -r "$data" "$tmp/mismatch"
 idx_labels "$tmp/mismatch/train-labels-idx1-ubyte.gz" 40
 expect_error "image/label count mismatch" "train-labels-idx1-ubyte" $TRAIN --data "$tmp/mismatch" --steps 1 --run-dir "$tmp/y"
-expect_error "resume with another preset" "F=" $TRAIN "${common[@]}" --F 16 --steps 7 --run-dir "$tmp/straight" --resume
+expect_error "resume with another preset" "F=" $TRAIN "${common[@]}" --F 4 --steps 7 --run-dir "$tmp/straight" --resume
 head -c 1000 "$tmp/straight/checkpoint.safetensors" > "$tmp/broken.safetensors"
 expect_error "truncated checkpoint" "broken.safetensors" $EVAL --checkpoint "$tmp/broken.safetensors" --data "$data"
 expect_error "eval without a model" "--checkpoint" $EVAL --data "$data"
