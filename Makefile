@@ -39,7 +39,7 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 PROGRAMS = $(BUILD)/train $(BUILD)/eval $(BUILD)/test_runner
 
-.PHONY: all test test-asan test-gpu bench deps clean lines
+.PHONY: all test test-asan test-gpu bench deps clean lines demo
 all: deps-check $(PROGRAMS)
 	@echo "built: $(PROGRAMS) (CUDA: $(if $(filter 1,$(GPU)),yes,no))"
 
@@ -60,11 +60,14 @@ $(BUILD)/test_runner: $(TEST_OBJ) $(LIB_OBJ)
 
 test: all
 	$(BUILD)/test_runner
+	bash test/cli_test.sh $(BUILD)
 
 # sanitizers on the CPU build (ASan does not mix with the CUDA runtime)
 test-asan:
 	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/test_runner
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/test_runner
+	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/train build/asan/eval
+	ASAN_OPTIONS=detect_leaks=1 bash test/cli_test.sh build/asan
 
 test-gpu: all
 	$(BUILD)/test_runner gpu
@@ -94,3 +97,7 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# the main job: short AMDIM training on Fashion-MNIST, then the probes (see README)
+demo:
+	bash tools/demo.sh

@@ -12,7 +12,7 @@
 typedef enum { FAMILY_CIFAR, FAMILY_STL, FAMILY_IMAGENET } AugFamily;
 
 typedef struct {
-    int n, c, h, w;          // all images share one size (image folders: resized/cropped at load, see data.c)
+    int n, c, h, w;          // all images share one size (image folders: resized/cropped at load, see datasets.c)
     uint8_t *pixels;         // (n, c, h, w) row-major, channel-planar
     int *labels;             // (n); -1 = unlabeled
     int n_classes;

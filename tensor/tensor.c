@@ -16,7 +16,7 @@ long tensor_numel_of(int ndim, const int *shape) {
     return n;
 }
 
-static Tensor *tensor_header(Device dev, int ndim, const int *shape) {
+Tensor *tensor_header(Device dev, int ndim, const int *shape) {
     CHECK(ndim >= 1 && ndim <= TENSOR_MAX_DIMS, "ndim %d out of range 1..%d", ndim, TENSOR_MAX_DIMS);
     Tensor *t = xcalloc(1, sizeof(Tensor));
     t->ndim = ndim;

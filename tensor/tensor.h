@@ -41,6 +41,7 @@ Tensor *tensor_zeros(Device dev, int ndim, const int *shape);
 Tensor *tensor_ones(Device dev, int ndim, const int *shape);
 Tensor *tensor_from(Device dev, int ndim, const int *shape, const float *host_data);  // copies host_data
 Tensor *tensor_view(Tensor *base, long offset, int ndim, const int *shape);           // shares base->data
+Tensor *tensor_header(Device dev, int ndim, const int *shape);   // shape only, data == NULL (ParamSet points it later)
 Tensor *tensor_to(const Tensor *t, Device dev);                       // deep copy onto dev (data only)
 void tensor_free(Tensor *t);
 

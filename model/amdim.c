@@ -1,0 +1,378 @@
+// amdim.c - building, initialising and running the AMDIM model, and its objectives.
+#include "amdim.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../tensor/device.h"
+
+// ---------------------------------------------------------------- presets (spec section 14)
+
+int amdim_config_preset(AmdimConfig *cfg, const char *preset) {
+    static const struct { const char *name; int size, F, D, d; } presets[] = {
+        {"tiny", 32, 32, 256, 1},          {"cifar-small", 32, 128, 1024, 3}, {"cifar-large", 32, 256, 2048, 10},
+        {"stl-small", 64, 128, 1024, 3},   {"imagenet-small", 128, 192, 1536, 8},
+    };
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        if (strcmp(preset, presets[i].name)) continue;
+        memset(cfg, 0, sizeof *cfg);
+        snprintf(cfg->preset, sizeof cfg->preset, "%s", preset);
+        cfg->in_channels = 3;
+        cfg->input_size = presets[i].size;
+        cfg->F = presets[i].F;
+        cfg->D = presets[i].D;
+        cfg->d = presets[i].d;
+        cfg->n_classes = 10;
+        cfg->tclip = 20.0f;
+        cfg->mixtures = 1;
+        cfg->mix_tau = 1.0f;
+        cfg->mix_alpha = 0.05f;
+        cfg->cls_dropout = 0.2f;
+        return 0;
+    }
+    return -1;
+}
+
+// ---------------------------------------------------------------- encoder tables (spec section 2)
+
+// One row of an encoder table. width: output channels as a multiple of F, or 0 for D.
+typedef struct { BlockKind kind; int k, stride, pad, width; bool stage; } LayerSpec;
+
+static const LayerSpec CIFAR_LAYERS[] = {   // 32x32 input
+    {BLOCK_STEM, 3, 1, 0, 1, false}, {BLOCK_RU, 1, 1, 0, 1, false}, {BLOCK_RU, 4, 2, 0, 2, true},
+    {BLOCK_RU, 2, 2, 0, 4, true},    {BLOCK_RU, 3, 1, 0, 4, true},  {BLOCK_RU, 3, 1, 0, 4, true},
+    {BLOCK_RU, 3, 1, 0, 0, false},   {BLOCK_BN, 0, 0, 0, 0, false},
+};
+static const LayerSpec STL_LAYERS[] = {     // 64x64 input
+    {BLOCK_STEM, 3, 1, 0, 1, false}, {BLOCK_RU, 4, 2, 0, 2, true}, {BLOCK_RU, 4, 2, 0, 4, true},
+    {BLOCK_RU, 2, 2, 0, 8, true},    {BLOCK_RU, 3, 1, 0, 8, true}, {BLOCK_RU, 3, 1, 0, 8, true},
+    {BLOCK_RU, 3, 1, 0, 0, false},   {BLOCK_BN, 0, 0, 0, 0, false},
+};
+static const LayerSpec IMAGENET_LAYERS[] = {  // 128x128 input; the first stem reflect-pads by 2
+    {BLOCK_STEM, 5, 2, 2, 1, false}, {BLOCK_STEM, 3, 1, 0, 1, false}, {BLOCK_RU, 4, 2, 0, 2, true},
+    {BLOCK_RU, 4, 2, 0, 4, true},    {BLOCK_RU, 2, 2, 0, 8, true},    {BLOCK_RU, 3, 1, 0, 8, true},
+    {BLOCK_RU, 3, 1, 0, 8, true},    {BLOCK_RU, 3, 1, 0, 0, false},   {BLOCK_BN, 0, 0, 0, 0, false},
+};
+
+static Tensor *declare(Amdim *m, bool buffer, int ndim, const int *shape, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static Tensor *declare(Amdim *m, bool buffer, int ndim, const int *shape, const char *fmt, ...) {
+    char name[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return paramset_declare(&m->ps, name, ndim, shape, buffer);
+}
+
+static void declare_bn(Amdim *m, int C, Tensor **gamma, Tensor **beta, Tensor **rm, Tensor **rv, const char *prefix) {
+    *gamma = declare(m, false, SHAPE(C), "%s.weight", prefix);
+    *beta = declare(m, false, SHAPE(C), "%s.bias", prefix);
+    *rm = declare(m, true, SHAPE(C), "%s.running_mean", prefix);
+    *rv = declare(m, true, SHAPE(C), "%s.running_var", prefix);
+}
+
+static void declare_head(Amdim *m, Head *h, const char *name) {
+    int cin = m->tap_channels, D = m->cfg.D;
+    h->conv1 = declare(m, false, SHAPE(D, cin, 1, 1), "%s.conv1.weight", name);
+    h->conv2 = declare(m, false, SHAPE(D, D, 1, 1), "%s.conv2.weight", name);
+    h->shortcut_w = declare(m, false, SHAPE(D, cin, 1, 1), "%s.shortcut.weight", name);
+    h->shortcut_b = declare(m, false, SHAPE(D), "%s.shortcut.bias", name);
+    char bn[64];
+    snprintf(bn, sizeof bn, "%s.bn", name);
+    declare_bn(m, D, &h->gamma, &h->beta, &h->running_mean, &h->running_var, bn);
+}
+
+static Block *add_block(Amdim *m) {
+    CHECK(m->n_blocks < AMDIM_MAX_BLOCKS, "encoder deeper than %d blocks", AMDIM_MAX_BLOCKS);
+    Block *b = &m->blocks[m->n_blocks++];
+    memset(b, 0, sizeof *b);
+    return b;
+}
+
+// Declares the encoder of the table picked by the input size; tracks spatial sizes to find the f5 / f7 taps
+// ("the last layer whose output is s x s", as the official code does).
+static int declare_encoder(Amdim *m, char *err, int err_size) {
+    const AmdimConfig *c = &m->cfg;
+    const LayerSpec *table;
+    int n_layers;
+    if (c->input_size == 32) { table = CIFAR_LAYERS; n_layers = sizeof CIFAR_LAYERS / sizeof *table; }
+    else if (c->input_size == 64) { table = STL_LAYERS; n_layers = sizeof STL_LAYERS / sizeof *table; }
+    else if (c->input_size == 128) { table = IMAGENET_LAYERS; n_layers = sizeof IMAGENET_LAYERS / sizeof *table; }
+    else {
+        snprintf(err, (size_t)err_size, "input size %d has no encoder (use 32, 64 or 128)", c->input_size);
+        return -1;
+    }
+    int channels = c->in_channels, size = c->input_size;
+    m->tap5 = m->tap7 = -1;
+    for (int layer = 0; layer < n_layers; layer++) {
+        const LayerSpec *ls = &table[layer];
+        int cout = ls->width ? ls->width * c->F : c->D;
+        if (ls->kind == BLOCK_BN) {
+            Block *b = add_block(m);
+            b->kind = BLOCK_BN;
+            b->cin = b->cout = channels;
+            b->out_size = size;
+            char prefix[32];
+            snprintf(prefix, sizeof prefix, "enc.%d", layer);
+            declare_bn(m, channels, &b->gamma, &b->beta, &b->running_mean, &b->running_var, prefix);
+            continue;
+        }
+        int units = ls->stage ? c->d : 1;
+        for (int u = 0; u < units; u++) {
+            Block *b = add_block(m);
+            b->kind = ls->kind;
+            b->k = u == 0 ? ls->k : 1;
+            b->stride = u == 0 ? ls->stride : 1;
+            b->pad = ls->pad;
+            b->cin = channels;
+            b->cout = cout;
+            size = (size + 2 * b->pad - b->k) / b->stride + 1;
+            b->out_size = size;
+            if (b->kind == BLOCK_STEM) {
+                b->w1 = declare(m, false, SHAPE(cout, channels, b->k, b->k), "enc.%d.weight", layer);
+                b->bias = declare(m, false, SHAPE(cout), "enc.%d.bias", layer);
+            } else {
+                b->w1 = declare(m, false, SHAPE(cout, channels, b->k, b->k), "enc.%d.%d.conv1.weight", layer, u);
+                b->w2 = declare(m, false, SHAPE(cout, cout, 1, 1), "enc.%d.%d.conv2.weight", layer, u);
+            }
+            channels = cout;
+            if (size == 7) m->tap7 = m->n_blocks - 1;
+            if (size == 5) m->tap5 = m->n_blocks - 1;
+        }
+    }
+    CHECK(m->tap5 >= 0 && m->tap7 >= 0 && size == 1, "encoder table without 7x7, 5x5 and 1x1 outputs");
+    m->tap_channels = m->blocks[m->tap7].cout;
+    return 0;
+}
+
+// ---------------------------------------------------------------- initialisation (spec section 1 and 3)
+
+static void init_uniform_fan_in(Tensor *t, Rng *rng, int fan_in) {  // Kaiming-uniform(a=sqrt 5) == U(+-1/sqrt(fan_in))
+    float bound = 1.0f / sqrtf((float)fan_in);
+    tensor_fill_uniform(t, rng, -bound, bound);
+}
+
+static int fan_in_of(const Tensor *w) { return (int)(w->numel / w->shape[0]); }
+
+static void init_bn(Tensor *gamma, Tensor *beta, Tensor *rm, Tensor *rv) {
+    tensor_fill(gamma, 1.0f);
+    tensor_fill(beta, 0.0f);
+    tensor_fill(rm, 0.0f);
+    tensor_fill(rv, 1.0f);
+}
+
+static void init_head(Head *h, Rng *rng) {
+    init_uniform_fan_in(h->conv1, rng, fan_in_of(h->conv1));
+    tensor_fill(h->conv2, 0.0f);  // zero-init residual branch
+    // shortcut: U(-0.01, 0.01) with an identity on the first cin output channels
+    int D = h->shortcut_w->shape[0], cin = h->shortcut_w->shape[1];
+    Tensor *host = tensor_new(DEV_CPU, SHAPE(D, cin));
+    tensor_fill_uniform(host, rng, -0.01f, 0.01f);
+    for (int i = 0; i < cin && i < D; i++) host->data[i * cin + i] = 1.0f;
+    tensor_copy_from_host(h->shortcut_w, host->data);
+    tensor_free(host);
+    init_uniform_fan_in(h->shortcut_b, rng, cin);
+    init_bn(h->gamma, h->beta, h->running_mean, h->running_var);
+}
+
+int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char *err, int err_size) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    if (m->cfg.mix_hidden <= 0) m->cfg.mix_hidden = m->cfg.D;
+    AmdimConfig *c = &m->cfg;
+    if (c->F < 1 || c->D < 1 || c->d < 1 || c->in_channels < 1 || c->n_classes < 1 || c->mixtures < 1) {
+        snprintf(err, (size_t)err_size, "invalid model sizes F=%d D=%d d=%d channels=%d classes=%d mixtures=%d",
+                 c->F, c->D, c->d, c->in_channels, c->n_classes, c->mixtures);
+        return -1;
+    }
+    paramset_init(&m->ps);
+    if (declare_encoder(m, err, err_size)) return -1;
+    if (c->D < m->tap_channels || c->D < c->in_channels) {
+        snprintf(err, (size_t)err_size, "D=%d must be at least the tap width %d", c->D, m->tap_channels);
+        return -1;
+    }
+    declare_head(m, &m->head5, "head5");
+    declare_head(m, &m->head7, "head7");
+    if (c->mixtures > 1) {
+        m->mix_w1 = declare(m, false, SHAPE(c->mix_hidden, c->D), "mix.fc1.weight");
+        m->mix_b1 = declare(m, false, SHAPE(c->mix_hidden), "mix.fc1.bias");
+        m->mix_w2 = declare(m, false, SHAPE(c->mixtures * c->D, c->mix_hidden), "mix.fc2.weight");
+        m->mix_b2 = declare(m, false, SHAPE(c->mixtures * c->D), "mix.fc2.bias");
+    }
+    m->mlp_w1 = declare(m, false, SHAPE(1024, c->D), "cls_mlp.fc1.weight");
+    declare_bn(m, 1024, &m->mlp_gamma, &m->mlp_beta, &m->mlp_rm, &m->mlp_rv, "cls_mlp.bn");
+    m->mlp_w2 = declare(m, false, SHAPE(c->n_classes, 1024), "cls_mlp.fc2.weight");
+    m->mlp_b2 = declare(m, false, SHAPE(c->n_classes), "cls_mlp.fc2.bias");
+    m->lin_w = declare(m, false, SHAPE(c->n_classes, c->D), "cls_lin.weight");
+    m->lin_b = declare(m, false, SHAPE(c->n_classes), "cls_lin.bias");
+    paramset_allocate(&m->ps, dev);
+
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (int i = 0; i < m->n_blocks; i++) {
+        Block *b = &m->blocks[i];
+        if (b->kind == BLOCK_STEM) {      // PyTorch default conv init, weights and bias
+            init_uniform_fan_in(b->w1, &rng, fan_in_of(b->w1));
+            init_uniform_fan_in(b->bias, &rng, fan_in_of(b->w1));
+        } else if (b->kind == BLOCK_RU) {
+            init_uniform_fan_in(b->w1, &rng, fan_in_of(b->w1));
+            tensor_fill(b->w2, 0.0f);     // zero-init: at step 0 each unit is its shortcut
+        } else {
+            init_bn(b->gamma, b->beta, b->running_mean, b->running_var);
+        }
+    }
+    init_head(&m->head5, &rng);
+    init_head(&m->head7, &rng);
+    if (c->mixtures > 1) {
+        init_uniform_fan_in(m->mix_w1, &rng, c->D);
+        init_uniform_fan_in(m->mix_b1, &rng, c->D);
+        init_uniform_fan_in(m->mix_w2, &rng, c->mix_hidden);
+        init_uniform_fan_in(m->mix_b2, &rng, c->mix_hidden);
+    }
+    init_uniform_fan_in(m->mlp_w1, &rng, c->D);
+    init_bn(m->mlp_gamma, m->mlp_beta, m->mlp_rm, m->mlp_rv);
+    init_uniform_fan_in(m->mlp_w2, &rng, 1024);
+    init_uniform_fan_in(m->mlp_b2, &rng, 1024);
+    init_uniform_fan_in(m->lin_w, &rng, c->D);
+    init_uniform_fan_in(m->lin_b, &rng, c->D);
+    return 0;
+}
+
+void amdim_free(Amdim *m) { paramset_free(&m->ps); }
+
+// ---------------------------------------------------------------- forward
+
+// residual unit: out = conv1x1(relu(conv_kxk,s(x))) + channel_pad(avgpool_k,s(x))
+static Tensor *residual_unit(const Block *b, Tensor *x) {
+    Tensor *h = op_relu(op_conv2d(x, b->w1, NULL, b->stride, 0));
+    Tensor *r = op_conv2d(h, b->w2, NULL, 1, 0);
+    Tensor *shortcut = (b->k == 1 && b->stride == 1) ? x : op_avgpool2d(x, b->k, b->stride);
+    if (b->cout > b->cin) shortcut = op_channel_pad(shortcut, b->cout);
+    return op_add(r, shortcut);
+}
+
+static Tensor *run_block(const Block *b, Tensor *x, bool training) {
+    switch (b->kind) {
+        case BLOCK_STEM:
+            if (b->pad) x = op_reflect_pad2d(x, b->pad);
+            return op_relu(op_conv2d(x, b->w1, b->bias, b->stride, 0));
+        case BLOCK_RU: return residual_unit(b, x);
+        default: return op_batchnorm(x, b->gamma, b->beta, b->running_mean, b->running_var, training);
+    }
+}
+
+// phi head: BN(conv1x1(relu(conv1x1(x))) + shortcut(x)), per location
+static Tensor *run_head(const Head *h, Tensor *x, bool training) {
+    Tensor *g = op_conv2d(op_relu(op_conv2d(x, h->conv1, NULL, 1, 0)), h->conv2, NULL, 1, 0);
+    Tensor *s = op_conv2d(x, h->shortcut_w, h->shortcut_b, 1, 0);
+    return op_batchnorm(op_add(g, s), h->gamma, h->beta, h->running_mean, h->running_var, training);
+}
+
+Features amdim_encode(Amdim *m, Tensor *x, bool training, bool with_heads) {
+    const AmdimConfig *c = &m->cfg;
+    CHECK(x->ndim == 4 && x->shape[1] == c->in_channels && x->shape[2] == c->input_size && x->shape[3] == c->input_size,
+          "encoder input must be (B, %d, %d, %d)", c->in_channels, c->input_size, c->input_size);
+    Features f = {0};
+    Tensor *h = x, *src5 = NULL, *src7 = NULL;
+    for (int i = 0; i < m->n_blocks; i++) {
+        h = run_block(&m->blocks[i], h, training);
+        if (i == m->tap5) src5 = h;
+        if (i == m->tap7) src7 = h;
+    }
+    f.f1 = op_reshape(h, SHAPE(x->shape[0], c->D));
+    if (with_heads) {
+        f.m5 = run_head(&m->head5, src5, training);
+        f.m7 = run_head(&m->head7, src7, training);
+    }
+    return f;
+}
+
+// ---------------------------------------------------------------- objectives (spec section 4 and 14)
+
+Tensor *amdim_nce(Tensor *S, Tensor *T, int P, float tclip, Tensor **reg) {
+    int B = T->shape[0], D = T->shape[1], L = T->shape[2] * T->shape[3];
+    CHECK(S->ndim == 2 && S->shape[0] == B * P && S->shape[1] == D, "NCE sources must be (%d, %d)", B * P, D);
+    // targets as rows: (B, D, L) -> (B, L, D) -> (B*L, D)
+    Tensor *targets = op_reshape(op_transpose(op_reshape(T, SHAPE(B, D, L))), SHAPE(B * L, D));
+    Tensor *R = op_scale(op_matmul(S, targets, false, true), 1.0f / sqrtf((float)D));   // (B*P, B*L)
+    *reg = op_scale(op_mean(op_square(R), -1), 0.05f);                                   // on the unclipped scores
+    Tensor *Q = op_scale(op_tanh(op_scale(R, 1.0f / tclip)), tclip);                     // soft clip to (-c, c)
+    return op_nce_log_softmax(Q, B, P, L);                                               // (B, P, L)
+}
+
+// k mixture components per source: fc2(relu(fc1(a))) + a, as (B*k, D) rows
+static Tensor *mixture_sources(Amdim *m, Tensor *a) {
+    int B = a->shape[0], D = m->cfg.D, k = m->cfg.mixtures;
+    Tensor *h = op_relu(op_linear(a, m->mix_w1, m->mix_b1));
+    Tensor *y = op_reshape(op_linear(h, m->mix_w2, m->mix_b2), SHAPE(B, k, D));
+    return op_reshape(op_add(y, op_repeat(a, k)), SHAPE(B * k, D));
+}
+
+// -mean_{i,l} [ sum_j q[j|i,l] s[j,i,l] + alpha H(q[.|i,l]) ], q = softmax_j(tau s): constant in the first term,
+// differentiated in the entropy term. lsm: (B, k, L)
+static Tensor *mixture_objective(Tensor *lsm, float tau, float alpha) {
+    Tensor *scaled = op_scale(lsm, tau);
+    Tensor *q = op_softmax(scaled, 1);
+    Tensor *expected = op_sum(op_mul(op_detach(q), lsm), 1);                   // (B, L)
+    Tensor *entropy = op_scale(op_sum(op_mul(q, op_log_softmax(scaled, 1)), 1), -1.0f);  // (B, L)
+    return op_scale(op_mean(op_add(expected, op_scale(entropy, alpha)), -1), -1.0f);
+}
+
+// global source a (B, D) against the target map T of the other view: plain NCE or the mixture objective
+static Tensor *global_task(Amdim *m, Tensor *a, Tensor *T, Tensor **reg) {
+    const AmdimConfig *c = &m->cfg;
+    if (c->mixtures > 1)
+        return mixture_objective(amdim_nce(mixture_sources(m, a), T, c->mixtures, c->tclip, reg), c->mix_tau,
+                                 c->mix_alpha);
+    return op_scale(op_mean(amdim_nce(a, T, 1, c->tclip, reg), -1), -1.0f);
+}
+
+static Tensor *local_task(Amdim *m, Tensor *m5_src, const int *idx, Tensor *T, Tensor **reg) {
+    Tensor *s5 = op_gather_location(m5_src, idx);   // (B, D)
+    return op_scale(op_mean(amdim_nce(s5, T, 1, m->cfg.tclip, reg), -1), -1.0f);
+}
+
+static Tensor *half_sum(Tensor *a, Tensor *b) { return op_scale(op_add(a, b), 0.5f); }
+
+Tensor *amdim_linear_logits(Amdim *m, Tensor *f) { return op_linear(f, m->lin_w, m->lin_b); }
+
+Tensor *amdim_mlp_logits(Amdim *m, Tensor *f, bool training, Rng *rng) {
+    float p = m->cfg.cls_dropout;
+    Tensor *h = op_linear(op_dropout(f, p, training, rng), m->mlp_w1, NULL);
+    h = op_relu(op_batchnorm(h, m->mlp_gamma, m->mlp_beta, m->mlp_rm, m->mlp_rv, training));
+    return op_linear(op_dropout(h, p, training, rng), m->mlp_w2, m->mlp_b2);
+}
+
+Tensor *amdim_classifier_loss(Tensor *logits, const int *labels) {
+    Tensor *clipped = op_scale(op_tanh(op_scale(logits, 0.1f)), 10.0f);
+    Tensor *penalty = op_scale(op_mean(op_square(logits), -1), 0.001f);
+    return op_add(op_cross_entropy(clipped, labels), penalty);
+}
+
+AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const int *idx1, const int *idx2, Rng *rng) {
+    AmdimLoss out = {0};
+    Features v1 = amdim_encode(m, x1, true, true);
+    Features v2 = amdim_encode(m, x2, true, true);
+    Tensor *r[6];
+    out.l1t5 = half_sum(global_task(m, v1.f1, v2.m5, &r[0]), global_task(m, v2.f1, v1.m5, &r[1]));
+    out.l1t7 = half_sum(global_task(m, v1.f1, v2.m7, &r[2]), global_task(m, v2.f1, v1.m7, &r[3]));
+    out.l5t5 = half_sum(local_task(m, v1.m5, idx1, v2.m5, &r[4]), local_task(m, v2.m5, idx2, v1.m5, &r[5]));
+    Tensor *reg = r[0];
+    for (int i = 1; i < 6; i++) reg = op_add(reg, r[i]);
+    out.reg = op_scale(reg, 0.5f);
+
+    // online classifiers on the detached f1 of both views (2B rows, labels repeated)
+    int B = x1->shape[0];
+    int labels2[2 * B];
+    for (int i = 0; i < B; i++) labels2[i] = labels2[B + i] = labels[i];
+    Tensor *f = op_concat0(op_detach(v1.f1), op_detach(v2.f1));
+    out.lin_logits = amdim_linear_logits(m, f);
+    out.mlp_logits = amdim_mlp_logits(m, f, true, rng);
+    out.cls = op_add(amdim_classifier_loss(out.lin_logits, labels2), amdim_classifier_loss(out.mlp_logits, labels2));
+
+    out.total = op_add(op_add(op_add(out.l1t5, out.l1t7), op_add(out.l5t5, out.reg)), out.cls);
+    return out;
+}

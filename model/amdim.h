@@ -1,0 +1,95 @@
+// amdim.h - the AMDIM model (spec sections 1-4, 7 and 14): encoder with f1/f5/f7 taps, the phi heads of f5 and f7,
+// the NCE objective with its score penalty and soft clipping, the optional mixture objective, and the online
+// linear/MLP classifiers on detached f1.
+//
+// Legend: B images per batch (each gives two views), C input channels, S input size, F base width,
+// D embedding width, d residual units per stage, K classes, k mixture components, L target locations (25 or 49).
+#ifndef AMDIM_H
+#define AMDIM_H
+
+#include <stdbool.h>
+
+#include "../ops/ops.h"
+
+typedef struct {
+    char preset[32];
+    int in_channels, input_size;   // C, S (32, 64 or 128: picks the encoder table of spec section 2)
+    int F, D, d;
+    int n_classes;                 // K of the online classifiers
+    float tclip;                   // soft clip of the NCE scores (20)
+    int mixtures;                  // k; 1 = off (the official behaviour)
+    float mix_tau, mix_alpha;
+    int mix_hidden;                // H of the mixture head (D when 0)
+    float cls_dropout;             // dropout of the MLP classifier (0.2)
+} AmdimConfig;
+
+// Fills cfg with a preset of spec section 14 (tiny, cifar-small, cifar-large, stl-small, imagenet-small) and the
+// official defaults. Returns -1 for an unknown name.
+int amdim_config_preset(AmdimConfig *cfg, const char *preset);
+
+// One encoder block: a stem conv, a residual unit, or the final BN.
+typedef enum { BLOCK_STEM, BLOCK_RU, BLOCK_BN } BlockKind;
+typedef struct {
+    BlockKind kind;
+    int k, stride, pad;            // stem: pad is reflect padding (ImageNet stem) applied before a valid conv
+    int cin, cout, out_size;       // out_size: spatial size after the block
+    Tensor *w1, *w2, *bias;        // stem: w1 + bias; RU: w1 (k x k) and w2 (1x1, zero-init)
+    Tensor *gamma, *beta, *running_mean, *running_var;   // BN
+} Block;
+
+typedef struct {                   // phi head for f5 or f7 (spec section 3)
+    Tensor *conv1, *conv2, *shortcut_w, *shortcut_b;
+    Tensor *gamma, *beta, *running_mean, *running_var;
+} Head;
+
+#define AMDIM_MAX_BLOCKS 64
+
+typedef struct {
+    AmdimConfig cfg;
+    ParamSet ps;                   // every parameter and BN buffer, in one block
+    Block blocks[AMDIM_MAX_BLOCKS];
+    int n_blocks;
+    int tap7, tap5;                // index of the block whose output is the f7 / f5 source
+    int tap_channels;              // channels at the taps (4F for CIFAR, 8F otherwise)
+    Head head5, head7;
+    Tensor *mix_w1, *mix_b1, *mix_w2, *mix_b2;                // mixture head (mixtures > 1)
+    Tensor *mlp_w1, *mlp_gamma, *mlp_beta, *mlp_rm, *mlp_rv, *mlp_w2, *mlp_b2;  // MLP classifier
+    Tensor *lin_w, *lin_b;         // linear classifier
+} Amdim;
+
+// Builds the model on a device with the official initialisation (seeded). Returns -1 with a message for a
+// configuration the encoder cannot take (e.g. an input size without a table).
+int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char *err, int err_size);
+void amdim_free(Amdim *m);
+
+typedef struct {
+    Tensor *f1;   // (B, D) after the final BN
+    Tensor *m5;   // (B, D, 5, 5) phi5 of the f5 source (NULL when heads are skipped)
+    Tensor *m7;   // (B, D, 7, 7) phi7 of the f7 source
+} Features;
+
+// x: (B, C, S, S). training selects batch statistics for every BN.
+Features amdim_encode(Amdim *m, Tensor *x, bool training, bool with_heads);
+
+typedef struct {
+    Tensor *total;                 // L_opt = L_1t5 + L_1t7 + L_5t5 + REG + L_cls   (the tensor to backward)
+    Tensor *l1t5, *l1t7, *l5t5, *reg, *cls;
+    Tensor *lin_logits, *mlp_logits;   // (2B, K)
+} AmdimLoss;
+
+// One training step's graph. x1, x2: (B, C, S, S) the two views; labels: B host ints (-1 = none);
+// idx1, idx2: B host ints in [0, 25) - the 5x5 source location of the 5->5 task for each view;
+// rng: dropout masks of the MLP classifier.
+AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const int *idx1, const int *idx2, Rng *rng);
+
+// The NCE terms of one task direction (exposed for tests). S: (B*P, D) sources, T: (B, D, H, W) targets.
+// Returns lsm (B, P, L) and writes the score penalty 0.05*mean(R^2) to *reg.
+Tensor *amdim_nce(Tensor *S, Tensor *T, int P, float tclip, Tensor **reg);
+
+// Classifier logits on features f (N, D), which the caller detaches.
+Tensor *amdim_linear_logits(Amdim *m, Tensor *f);
+Tensor *amdim_mlp_logits(Amdim *m, Tensor *f, bool training, Rng *rng);
+// CE(10 tanh(z/10), y) + 0.001 mean(z^2), labels < 0 ignored
+Tensor *amdim_classifier_loss(Tensor *logits, const int *labels);
+
+#endif

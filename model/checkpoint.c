@@ -1,0 +1,204 @@
+// checkpoint.c - save and load the training state (see checkpoint.h).
+#include "checkpoint.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../tensor/device.h"
+#include "../tensor/safetensors.h"
+
+// every config field as (name, pointer); ints and floats are stored as decimal strings
+typedef struct { const char *key; int *i; float *f; } ConfigField;
+
+static int config_fields(AmdimConfig *c, ConfigField *fields) {
+    ConfigField list[] = {
+        {"in_channels", &c->in_channels, NULL}, {"input_size", &c->input_size, NULL}, {"F", &c->F, NULL},
+        {"D", &c->D, NULL}, {"d", &c->d, NULL}, {"n_classes", &c->n_classes, NULL},
+        {"mixtures", &c->mixtures, NULL}, {"mix_hidden", &c->mix_hidden, NULL}, {"tclip", NULL, &c->tclip},
+        {"mix_tau", NULL, &c->mix_tau}, {"mix_alpha", NULL, &c->mix_alpha}, {"cls_dropout", NULL, &c->cls_dropout},
+    };
+    int n = (int)(sizeof list / sizeof list[0]);
+    memcpy(fields, list, sizeof list);
+    return n;
+}
+
+// copies a (possibly device) tensor's data, or a slice of a block, to a fresh host buffer
+static float *host_copy(const float *data, Device dev, long n) {
+    float *h = xmalloc((size_t)n * sizeof(float));
+    dev_copy(h, DEV_CPU, data, dev, (size_t)n * sizeof(float));
+    return h;
+}
+
+int checkpoint_save(const char *path, const Amdim *m, const Adam *opt, const TrainState *st, char *err, int err_size) {
+    StWriter *w = st_writer_new();
+    char value[64];
+    st_writer_meta(w, "format", CHECKPOINT_FORMAT);
+    snprintf(value, sizeof value, "%d", CHECKPOINT_VERSION);
+    st_writer_meta(w, "version", value);
+    st_writer_meta(w, "preset", m->cfg.preset);
+    AmdimConfig cfg = m->cfg;
+    ConfigField fields[16];
+    int n_fields = config_fields(&cfg, fields);
+    for (int i = 0; i < n_fields; i++) {
+        if (fields[i].i) snprintf(value, sizeof value, "%d", *fields[i].i);
+        else snprintf(value, sizeof value, "%.9g", (double)*fields[i].f);
+        st_writer_meta(w, fields[i].key, value);
+    }
+    if (st) {
+        snprintf(value, sizeof value, "%ld", st->step);      st_writer_meta(w, "step", value);
+        snprintf(value, sizeof value, "%ld", st->epoch);     st_writer_meta(w, "epoch", value);
+        snprintf(value, sizeof value, "%ld", st->position);  st_writer_meta(w, "position", value);
+        snprintf(value, sizeof value, "%" PRIu64, st->seed); st_writer_meta(w, "seed", value);
+        st_writer_meta(w, "dataset", st->dataset);
+    }
+    const ParamSet *ps = &m->ps;
+    Device dev = ps->data->device;
+    for (int i = 0; i < ps->count; i++) {
+        Tensor *p = ps->params[i];
+        float *h = host_copy(p->data, dev, p->numel);
+        st_writer_add(w, ps->names[i], p->ndim, p->shape, h);
+        free(h);
+    }
+    if (opt) {
+        snprintf(value, sizeof value, "%d", opt->t);
+        st_writer_meta(w, "adam_t", value);
+        char name[96];
+        for (int i = 0; i < ps->count; i++) {
+            if (ps->is_buffer[i]) continue;
+            Tensor *p = ps->params[i];
+            long offset = p->data - ps->data->data;
+            for (int which = 0; which < 2; which++) {
+                Tensor *moment = which ? opt->v : opt->m;
+                float *h = host_copy(moment->data + offset, dev, p->numel);
+                snprintf(name, sizeof name, "adam.%c.%s", which ? 'v' : 'm', ps->names[i]);
+                st_writer_add(w, name, p->ndim, p->shape, h);
+                free(h);
+            }
+        }
+    }
+    int rc = st_writer_save(w, path, err, err_size);
+    st_writer_free(w);
+    return rc;
+}
+
+static int meta_long(const SafeTensors *f, const char *path, const char *key, long *out, char *err, int err_size) {
+    const char *v = st_meta(f, key);
+    char *end = NULL;
+    if (v) *out = strtol(v, &end, 10);
+    if (!v || end == v || *end) {
+        snprintf(err, (size_t)err_size, "%s: checkpoint metadata '%s' is missing or not a number", path, key);
+        return -1;
+    }
+    return 0;
+}
+
+static int read_config(const SafeTensors *f, const char *path, AmdimConfig *cfg, char *err, int err_size) {
+    const char *format = st_meta(f, "format");
+    if (!format || strcmp(format, CHECKPOINT_FORMAT)) {
+        snprintf(err, (size_t)err_size, "%s: not an AMDIM checkpoint (metadata format is %s)", path,
+                 format ? format : "missing");
+        return -1;
+    }
+    long version;
+    if (meta_long(f, path, "version", &version, err, err_size)) return -1;
+    if (version != CHECKPOINT_VERSION) {
+        snprintf(err, (size_t)err_size, "%s: checkpoint version %ld, this program reads version %d", path, version,
+                 CHECKPOINT_VERSION);
+        return -1;
+    }
+    memset(cfg, 0, sizeof *cfg);
+    const char *preset = st_meta(f, "preset");
+    snprintf(cfg->preset, sizeof cfg->preset, "%s", preset ? preset : "custom");
+    ConfigField fields[16];
+    int n_fields = config_fields(cfg, fields);
+    for (int i = 0; i < n_fields; i++) {
+        const char *v = st_meta(f, fields[i].key);
+        char *end = NULL;
+        if (v && fields[i].i) *fields[i].i = (int)strtol(v, &end, 10);
+        if (v && fields[i].f) *fields[i].f = strtof(v, &end);
+        if (!v || end == v || *end) {
+            snprintf(err, (size_t)err_size, "%s: checkpoint metadata '%s' is missing or malformed", path, fields[i].key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int checkpoint_read_config(const char *path, AmdimConfig *cfg, char *err, int err_size) {
+    SafeTensors *f = st_read(path, err, err_size);
+    if (!f) return -1;
+    int rc = read_config(f, path, cfg, err, err_size);
+    st_free(f);
+    return rc;
+}
+
+// copies a named tensor of the file into device memory, checking its shape
+static int load_tensor(const SafeTensors *f, const char *path, const char *name, const Tensor *like, float *dst,
+                       char *err, int err_size) {
+    int ndim, shape[4];
+    const float *src = st_get(f, name, &ndim, shape);
+    if (!src) {
+        snprintf(err, (size_t)err_size, "%s: tensor '%s' is missing", path, name);
+        return -1;
+    }
+    if (tensor_numel_of(ndim, shape) != like->numel || ndim != like->ndim) {
+        snprintf(err, (size_t)err_size, "%s: tensor '%s' has %ld values in %d dims, the model expects %ld in %d", path,
+                 name, tensor_numel_of(ndim, shape), ndim, like->numel, like->ndim);
+        return -1;
+    }
+    dev_copy(dst, like->device, src, DEV_CPU, (size_t)like->numel * sizeof(float));
+    return 0;
+}
+
+int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char *err, int err_size) {
+    SafeTensors *f = st_read(path, err, err_size);
+    if (!f) return -1;
+    AmdimConfig cfg;
+    int rc = read_config(f, path, &cfg, err, err_size);
+    // architecture and objective must match the model built by the caller
+    AmdimConfig mine = m->cfg;
+    ConfigField a[16], b[16];
+    int n_fields = config_fields(&cfg, a);
+    config_fields(&mine, b);
+    for (int i = 0; rc == 0 && i < n_fields; i++) {
+        bool same = a[i].i ? *a[i].i == *b[i].i : *a[i].f == *b[i].f;
+        if (!same) {
+            snprintf(err, (size_t)err_size, "%s: checkpoint of preset %s has %s=%g, this model has %s=%g (preset %s)",
+                     path, cfg.preset, a[i].key, a[i].i ? (double)*a[i].i : (double)*a[i].f, b[i].key,
+                     b[i].i ? (double)*b[i].i : (double)*b[i].f, mine.preset);
+            rc = -1;
+        }
+    }
+    ParamSet *ps = &m->ps;
+    for (int i = 0; rc == 0 && i < ps->count; i++)
+        rc = load_tensor(f, path, ps->names[i], ps->params[i], ps->params[i]->data, err, err_size);
+    if (rc == 0 && opt) {
+        long t = 0;
+        rc = meta_long(f, path, "adam_t", &t, err, err_size);
+        opt->t = (int)t;
+        char name[96];
+        for (int i = 0; rc == 0 && i < ps->count; i++) {
+            if (ps->is_buffer[i]) continue;
+            long offset = ps->params[i]->data - ps->data->data;
+            for (int which = 0; rc == 0 && which < 2; which++) {
+                Tensor *moment = which ? opt->v : opt->m;
+                snprintf(name, sizeof name, "adam.%c.%s", which ? 'v' : 'm', ps->names[i]);
+                rc = load_tensor(f, path, name, ps->params[i], moment->data + offset, err, err_size);
+            }
+        }
+    }
+    if (rc == 0 && st) {
+        rc = meta_long(f, path, "step", &st->step, err, err_size);
+        if (!rc) rc = meta_long(f, path, "epoch", &st->epoch, err, err_size);
+        if (!rc) rc = meta_long(f, path, "position", &st->position, err, err_size);
+        long seed = 0;
+        if (!rc) rc = meta_long(f, path, "seed", &seed, err, err_size);
+        st->seed = (uint64_t)seed;
+        const char *ds = st_meta(f, "dataset");
+        snprintf(st->dataset, sizeof st->dataset, "%s", ds ? ds : "");
+    }
+    st_free(f);
+    return rc;
+}

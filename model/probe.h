@@ -1,0 +1,31 @@
+// probe.h - evaluation of frozen features: linear and MLP probes trained with Adam, and k-nearest neighbours.
+// Features are host arrays (N, dim); probes run on the given device through the same ops as the model.
+#ifndef PROBE_H
+#define PROBE_H
+
+#include "../ops/ops.h"
+
+typedef struct {
+    float *x;     // (n, dim)
+    int *y;       // (n); < 0 = unlabeled, skipped
+    int n, dim;
+} FeatureSet;
+
+typedef struct {
+    int epochs;          // passes over the training features
+    int batch;
+    float lr, weight_decay;
+    uint64_t seed;
+    Device device;
+} ProbeOptions;
+
+// Standardises both sets in place with the training set's per-dimension mean and std.
+void features_standardise(FeatureSet *train, FeatureSet *test);
+// Top-1 test accuracy in percent of a linear probe, and of an MLP probe (Linear(dim,1024), BN, ReLU, Dropout(0.2),
+// Linear(1024, K)), trained on train.
+double probe_linear(const FeatureSet *train, const FeatureSet *test, int n_classes, const ProbeOptions *opt);
+double probe_mlp(const FeatureSet *train, const FeatureSet *test, int n_classes, const ProbeOptions *opt);
+// k-NN on cosine similarity, votes weighted by similarity. Top-1 accuracy in percent.
+double knn_accuracy(const FeatureSet *train, const FeatureSet *test, int n_classes, int k);
+
+#endif

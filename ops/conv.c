@@ -1,0 +1,371 @@
+// conv.c - 2-D convolution by im2col + GEMM, average pooling, reflection and channel padding: CPU kernels, then
+// the autograd ops. Legend: N batch, C/Co channels in/out, H, W input size, K kernel, Ho, Wo output size, P = Ho*Wo.
+//
+// Images are processed in groups of G: the im2col columns of G images sit side by side, so one GEMM
+// w (Co, C*K*K) x col (C*K*K, G*P) covers the group. Small output maps (P = 1, 9, 25) would otherwise give one
+// matrix-vector product per image. G depends only on the shapes, so sums run in the same order on every call.
+// 1x1 stride-1 unpadded convolutions need no im2col: on 1x1 maps the batch is one (N, C) x (C, Co) GEMM, on big
+// maps each image is a GEMM on x itself, and in between the group's columns are a plain channel-major copy.
+#include "conv.h"
+
+#include <string.h>
+
+#include "../tensor/device.h"
+#include "linalg.h"
+
+// GEMMs get at least this many columns when the batch allows, with the im2col buffer kept under the float cap
+#define CONV_TARGET_COLS 1024L
+#define CONV_MAX_WORKSPACE_FLOATS (4L << 20)
+
+static int conv_group_size(int N, long ckk, long P) {
+    long g = (CONV_TARGET_COLS + P - 1) / P;
+    long cap = CONV_MAX_WORKSPACE_FLOATS / (ckk * P);
+    if (g > cap) g = cap;
+    if (g > N) g = N;
+    return g < 1 ? 1 : (int)g;
+}
+
+// col: (C*K*K, G*P), row (c, ki, kj), column g*P + oh*Wo + ow; x: G images (C, H, W); zero outside the image
+static void im2col(float *col, const float *x, int G, int C, int H, int W, int K, int stride, int pad, int Ho,
+                   int Wo) {
+    long P = (long)Ho * Wo, rows = (long)C * K * K, cols = G * P;
+    #pragma omp parallel for if (rows * cols > 65536)
+    for (long r = 0; r < rows; r++) {
+        int c = (int)(r / (K * K)), ki = (int)(r / K % K), kj = (int)(r % K);
+        for (int g = 0; g < G; g++) {
+            const float *plane = x + ((long)g * C + c) * H * W;
+            float *dst = col + r * cols + g * P;
+            for (int oh = 0; oh < Ho; oh++) {
+                int ih = oh * stride - pad + ki;
+                float *row = dst + (long)oh * Wo;
+                if (ih < 0 || ih >= H) { memset(row, 0, (size_t)Wo * sizeof(float)); continue; }
+                for (int ow = 0; ow < Wo; ow++) {
+                    int iw = ow * stride - pad + kj;
+                    row[ow] = iw >= 0 && iw < W ? plane[(long)ih * W + iw] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+// dx (G images, C, H, W) += the columns of dcol (C*K*K, G*P) added back onto the pixels they were read from.
+// Each (image, channel) plane is summed by one thread in a fixed order.
+static void col2im_add(float *dx, const float *dcol, int G, int C, int H, int W, int K, int stride, int pad, int Ho,
+                       int Wo) {
+    long P = (long)Ho * Wo, cols = G * P, planes = (long)G * C;
+    #pragma omp parallel for if (planes * K * K * P > 65536)
+    for (long gc = 0; gc < planes; gc++) {
+        int g = (int)(gc / C), c = (int)(gc % C);
+        float *plane = dx + gc * H * W;
+        for (int ki = 0; ki < K; ki++) {
+            for (int kj = 0; kj < K; kj++) {
+                const float *src = dcol + (((long)c * K + ki) * K + kj) * cols + g * P;
+                for (int oh = 0; oh < Ho; oh++) {
+                    int ih = oh * stride - pad + ki;
+                    if (ih < 0 || ih >= H) continue;
+                    for (int ow = 0; ow < Wo; ow++) {
+                        int iw = ow * stride - pad + kj;
+                        if (iw >= 0 && iw < W) plane[(long)ih * W + iw] += src[(long)oh * Wo + ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// group layout (Co, G*P) <-> batch layout (G, Co, P)
+static void group_to_batch(float *out, const float *grp, int G, int Co, long P) {
+    #pragma omp parallel for if ((long)G * Co * P > 65536)
+    for (long gc = 0; gc < (long)G * Co; gc++) {
+        long g = gc / Co, co = gc % Co;
+        memcpy(out + gc * P, grp + (co * G + g) * P, (size_t)P * sizeof(float));
+    }
+}
+
+static void batch_to_group(float *grp, const float *x, int G, int C, long P) {
+    #pragma omp parallel for if ((long)G * C * P > 65536)
+    for (long gc = 0; gc < (long)G * C; gc++) {
+        long g = gc / C, c = gc % C;
+        memcpy(grp + (c * G + g) * P, x + gc * P, (size_t)P * sizeof(float));
+    }
+}
+
+static void group_add_to_batch(float *dx, const float *grp, int G, int C, long P) {
+    #pragma omp parallel for if ((long)G * C * P > 65536)
+    for (long gc = 0; gc < (long)G * C; gc++) {
+        long g = gc / C, c = gc % C;
+        const float *src = grp + (c * G + g) * P;
+        float *dst = dx + gc * P;
+        for (long p = 0; p < P; p++) dst[p] += src[p];
+    }
+}
+
+// out: (N, Co, Ho, Wo); x: (N, C, H, W); w: (Co, C*K*K); b: (Co) or NULL
+void conv2d_forward_cpu(float *out, const float *x, const float *w, const float *b, int N, int C, int H, int W,
+                        int Co, int K, int stride, int pad) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    long P = (long)Ho * Wo, ckk = (long)C * K * K;
+    bool pointwise = K == 1 && stride == 1 && pad == 0;  // x itself is the column matrix, no im2col
+    if (pointwise && P == 1) {
+        gemm_cpu(false, true, N, Co, C, 1.0f, x, w, 0.0f, out);  // (N, Co) = x (N, C) w^T
+    } else if (pointwise && P >= CONV_TARGET_COLS) {
+        for (int n = 0; n < N; n++)  // (Co, P) = w (Co, C) x[n] (C, P)
+            gemm_cpu(false, false, Co, (int)P, C, 1.0f, w, x + n * ckk * P, 0.0f, out + n * Co * P);
+    } else {
+        int G = conv_group_size(N, ckk, P);
+        size_t col_bytes = (size_t)(ckk * G * P) * sizeof(float), grp_bytes = (size_t)(Co * G * P) * sizeof(float);
+        float *col = dev_alloc(DEV_CPU, col_bytes), *grp = G > 1 ? dev_alloc(DEV_CPU, grp_bytes) : NULL;
+        for (int n0 = 0; n0 < N; n0 += G) {
+            int g = N - n0 < G ? N - n0 : G;
+            const float *xg = x + (long)n0 * C * H * W, *cols = col;
+            if (pointwise && g == 1) cols = xg;  // one image (C, P) is already its column matrix
+            else if (pointwise) batch_to_group(col, xg, g, C, P);
+            else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
+            float *dst = g > 1 ? grp : out + (long)n0 * Co * P;  // one image: its output plane is the group layout
+            gemm_cpu(false, false, Co, (int)(g * P), (int)ckk, 1.0f, w, cols, 0.0f, dst);
+            if (g > 1) group_to_batch(out + (long)n0 * Co * P, grp, g, Co, P);
+        }
+        dev_free(DEV_CPU, col, col_bytes);
+        if (grp) dev_free(DEV_CPU, grp, grp_bytes);
+    }
+    if (b) bias_forward_cpu(out, b, N, Co, (int)P);
+}
+
+// Accumulates dx (N, C, H, W), dw (Co, C*K*K), db (Co). dw sums the groups in batch order.
+void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w, int N,
+                         int C, int H, int W, int Co, int K, int stride, int pad) {
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    long P = (long)Ho * Wo, ckk = (long)C * K * K;
+    bool pointwise = K == 1 && stride == 1 && pad == 0;
+    if (db) bias_backward_cpu(db, dout, N, Co, (int)P);
+    if (!dx && !dw) return;
+    if (pointwise && P == 1) {
+        if (dw) gemm_cpu(true, false, Co, C, N, 1.0f, dout, x, 1.0f, dw);   // (Co, C) += dout^T x
+        if (dx) gemm_cpu(false, false, N, C, Co, 1.0f, dout, w, 1.0f, dx);  // (N, C) += dout w
+        return;
+    }
+    if (pointwise && P >= CONV_TARGET_COLS) {
+        for (int n = 0; n < N; n++) {
+            const float *dout_n = dout + n * Co * P;
+            if (dw) gemm_cpu(false, true, Co, C, (int)P, 1.0f, dout_n, x + n * ckk * P, 1.0f, dw);  // += dout[n] x[n]^T
+            if (dx) gemm_cpu(true, false, C, (int)P, Co, 1.0f, w, dout_n, 1.0f, dx + n * ckk * P);  // += w^T dout[n]
+        }
+        return;
+    }
+    int G = conv_group_size(N, ckk, P);
+    size_t col_bytes = (size_t)(ckk * G * P) * sizeof(float), grp_bytes = (size_t)(Co * G * P) * sizeof(float);
+    float *col = dev_alloc(DEV_CPU, col_bytes), *grp = G > 1 ? dev_alloc(DEV_CPU, grp_bytes) : NULL;
+    for (int n0 = 0; n0 < N; n0 += G) {
+        int g = N - n0 < G ? N - n0 : G;
+        const float *dout_g = dout + (long)n0 * Co * P;
+        if (g > 1) { batch_to_group(grp, dout_g, g, Co, P); dout_g = grp; }
+        const float *xg = x + (long)n0 * C * H * W;
+        if (dw) {  // (Co, C*K*K) += dout_g (Co, g*P) col^T
+            const float *cols = col;
+            if (pointwise && g == 1) cols = xg;
+            else if (pointwise) batch_to_group(col, xg, g, C, P);
+            else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
+            gemm_cpu(false, true, Co, (int)ckk, (int)(g * P), 1.0f, dout_g, cols, 1.0f, dw);
+        }
+        if (dx) {  // dcol (C*K*K, g*P) = w^T dout_g, reusing the column buffer
+            float *dxg = dx + (long)n0 * C * H * W;
+            if (pointwise && g == 1) { gemm_cpu(true, false, C, (int)P, Co, 1.0f, w, dout_g, 1.0f, dxg); continue; }
+            gemm_cpu(true, false, (int)ckk, (int)(g * P), Co, 1.0f, w, dout_g, 0.0f, col);
+            if (pointwise) group_add_to_batch(dxg, col, g, C, P);
+            else col2im_add(dxg, col, g, C, H, W, K, stride, pad, Ho, Wo);
+        }
+    }
+    dev_free(DEV_CPU, col, col_bytes);
+    if (grp) dev_free(DEV_CPU, grp, grp_bytes);
+}
+
+// out: (N, C, Ho, Wo) mean of each K x K window; x: (N, C, H, W)
+void avgpool2d_forward_cpu(float *out, const float *x, int N, int C, int H, int W, int K, int stride) {
+    int Ho = (H - K) / stride + 1, Wo = (W - K) / stride + 1;
+    long planes = (long)N * C;
+    float inv_area = 1.0f / (float)(K * K);
+    #pragma omp parallel for if (planes * Ho * Wo * K * K > 65536)
+    for (long p = 0; p < planes; p++) {
+        const float *xp = x + p * H * W;
+        float *op = out + p * Ho * Wo;
+        for (int oh = 0; oh < Ho; oh++) {
+            for (int ow = 0; ow < Wo; ow++) {
+                float sum = 0.0f;
+                for (int i = 0; i < K; i++)
+                    for (int j = 0; j < K; j++) sum += xp[(long)(oh * stride + i) * W + ow * stride + j];
+                op[oh * Wo + ow] = sum * inv_area;
+            }
+        }
+    }
+}
+
+// dx += dout / K^2 over each window; overlapping windows (stride < K) add up, one thread per plane
+void avgpool2d_backward_cpu(float *dx, const float *dout, int N, int C, int H, int W, int K, int stride) {
+    int Ho = (H - K) / stride + 1, Wo = (W - K) / stride + 1;
+    long planes = (long)N * C;
+    float inv_area = 1.0f / (float)(K * K);
+    #pragma omp parallel for if (planes * Ho * Wo * K * K > 65536)
+    for (long p = 0; p < planes; p++) {
+        float *dxp = dx + p * H * W;
+        const float *dp = dout + p * Ho * Wo;
+        for (int oh = 0; oh < Ho; oh++) {
+            for (int ow = 0; ow < Wo; ow++) {
+                float d = dp[oh * Wo + ow] * inv_area;
+                for (int i = 0; i < K; i++)
+                    for (int j = 0; j < K; j++) dxp[(long)(oh * stride + i) * W + ow * stride + j] += d;
+            }
+        }
+    }
+}
+
+// index into [0, L) of position v in [-pad, L + pad): mirrored about the edge without repeating it
+static inline int reflect_index(int v, int L) { return v < 0 ? -v : v >= L ? 2 * (L - 1) - v : v; }
+
+// out: (N, C, H + 2p, W + 2p); x: (N, C, H, W)
+void reflect_pad2d_forward_cpu(float *out, const float *x, int N, int C, int H, int W, int pad) {
+    int Hp = H + 2 * pad, Wp = W + 2 * pad;
+    long planes = (long)N * C;
+    #pragma omp parallel for if (planes * Hp * Wp > 65536)
+    for (long p = 0; p < planes; p++) {
+        const float *xp = x + p * H * W;
+        float *op = out + p * Hp * Wp;
+        for (int i = 0; i < Hp; i++) {
+            const float *src = xp + (long)reflect_index(i - pad, H) * W;
+            for (int j = 0; j < Wp; j++) op[(long)i * Wp + j] = src[reflect_index(j - pad, W)];
+        }
+    }
+}
+
+// dx += every padded position's gradient at the pixel it copies; one thread per plane
+void reflect_pad2d_backward_cpu(float *dx, const float *dout, int N, int C, int H, int W, int pad) {
+    int Hp = H + 2 * pad, Wp = W + 2 * pad;
+    long planes = (long)N * C;
+    #pragma omp parallel for if (planes * Hp * Wp > 65536)
+    for (long p = 0; p < planes; p++) {
+        float *dxp = dx + p * H * W;
+        const float *dp = dout + p * Hp * Wp;
+        for (int i = 0; i < Hp; i++) {
+            float *dst = dxp + (long)reflect_index(i - pad, H) * W;
+            for (int j = 0; j < Wp; j++) dst[reflect_index(j - pad, W)] += dp[(long)i * Wp + j];
+        }
+    }
+}
+
+// out: (N, Co, S); x: (N, C, S)
+void channel_pad_forward_cpu(float *out, const float *x, int N, int C, int Co, int S) {
+    #pragma omp parallel for if ((long)N * Co * S > 65536)
+    for (int n = 0; n < N; n++) {
+        memcpy(out + (long)n * Co * S, x + (long)n * C * S, (size_t)C * S * sizeof(float));
+        memset(out + ((long)n * Co + C) * S, 0, (size_t)(Co - C) * S * sizeof(float));
+    }
+}
+
+void channel_pad_backward_cpu(float *dx, const float *dout, int N, int C, int Co, int S) {
+    long per_image = (long)C * S;
+    #pragma omp parallel for if (N * per_image > 65536)
+    for (int n = 0; n < N; n++) {
+        const float *d = dout + (long)n * Co * S;
+        float *dxn = dx + n * per_image;
+        for (long i = 0; i < per_image; i++) dxn[i] += d[i];
+    }
+}
+
+// ---- autograd ops ----
+
+// in: x, w, b (b may be NULL); iarg: N, C, H, W, Co, K, stride, pad
+static void conv2d_backward_node(Node *n) {
+    Tensor *x = n->in[0], *w = n->in[1];
+    const int *a = n->iarg;
+    KERNEL(x->device, conv2d_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), n->out->grad, x->data,
+                                       w->data, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+}
+
+Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *b, int stride, int pad) {
+    CHECK(x->ndim == 4, "conv2d: x must be (N, C, H, W), got %d dims", x->ndim);
+    CHECK(w->ndim == 4 && w->shape[2] == w->shape[3], "conv2d: w must be (Co, C, K, K)");
+    int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Co = w->shape[0], K = w->shape[2];
+    CHECK(w->shape[1] == C, "conv2d: x has %d channels but w expects %d", C, w->shape[1]);
+    CHECK(!b || b->numel == Co, "conv2d: bias has %ld values for %d output channels", b ? b->numel : 0, Co);
+    CHECK(stride >= 1 && pad >= 0, "conv2d: stride %d must be >= 1 and pad %d >= 0", stride, pad);
+    CHECK(H + 2 * pad >= K && W + 2 * pad >= K,
+          "conv2d: %dx%d kernel larger than the %dx%d input padded by %d (output would be empty)", K, K, H, W, pad);
+    CHECK(x->device == w->device && (!b || b->device == x->device), "conv2d: operands on different devices");
+    int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
+    Tensor *out = tape_tensor(x->device, SHAPE(N, Co, Ho, Wo));
+    KERNEL(x->device, conv2d_forward)(out->data, x->data, w->data, b ? b->data : NULL, N, C, H, W, Co, K, stride,
+                                      pad);
+    Tensor *in[3] = {x, w, b};
+    Node *n = tape_record("conv2d", conv2d_backward_node, out, 3, in);
+    if (n) {
+        int args[8] = {N, C, H, W, Co, K, stride, pad};
+        memcpy(n->iarg, args, sizeof args);
+    }
+    return out;
+}
+
+// iarg: N, C, H, W, K, stride
+static void avgpool2d_backward_node(Node *n) {
+    const int *a = n->iarg;
+    KERNEL(n->out->device, avgpool2d_backward)(input_grad(n, 0), n->out->grad, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+Tensor *op_avgpool2d(Tensor *x, int k, int stride) {
+    CHECK(x->ndim == 4, "avgpool2d: x must be (N, C, H, W), got %d dims", x->ndim);
+    int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    CHECK(k >= 1 && stride >= 1, "avgpool2d: kernel %d and stride %d must be >= 1", k, stride);
+    CHECK(H >= k && W >= k, "avgpool2d: %dx%d window larger than the %dx%d input", k, k, H, W);
+    int Ho = (H - k) / stride + 1, Wo = (W - k) / stride + 1;
+    Tensor *out = tape_tensor(x->device, SHAPE(N, C, Ho, Wo));
+    KERNEL(x->device, avgpool2d_forward)(out->data, x->data, N, C, H, W, k, stride);
+    Node *n = tape_record("avgpool2d", avgpool2d_backward_node, out, 1, &x);
+    if (n) {
+        int args[6] = {N, C, H, W, k, stride};
+        memcpy(n->iarg, args, sizeof args);
+    }
+    return out;
+}
+
+// iarg: N, C, H, W, pad
+static void reflect_pad2d_backward_node(Node *n) {
+    const int *a = n->iarg;
+    KERNEL(n->out->device, reflect_pad2d_backward)(input_grad(n, 0), n->out->grad, a[0], a[1], a[2], a[3], a[4]);
+}
+
+Tensor *op_reflect_pad2d(Tensor *x, int pad) {
+    CHECK(x->ndim == 4, "reflect_pad2d: x must be (N, C, H, W), got %d dims", x->ndim);
+    int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    CHECK(pad >= 0 && pad < H && pad < W, "reflect_pad2d: pad %d must be >= 0 and below the input size %dx%d", pad,
+          H, W);
+    Tensor *out = tape_tensor(x->device, SHAPE(N, C, H + 2 * pad, W + 2 * pad));
+    KERNEL(x->device, reflect_pad2d_forward)(out->data, x->data, N, C, H, W, pad);
+    Node *n = tape_record("reflect_pad2d", reflect_pad2d_backward_node, out, 1, &x);
+    if (n) {
+        int args[5] = {N, C, H, W, pad};
+        memcpy(n->iarg, args, sizeof args);
+    }
+    return out;
+}
+
+// iarg: N, C, Co, S
+static void channel_pad_backward_node(Node *n) {
+    const int *a = n->iarg;
+    KERNEL(n->out->device, channel_pad_backward)(input_grad(n, 0), n->out->grad, a[0], a[1], a[2], a[3]);
+}
+
+Tensor *op_channel_pad(Tensor *x, int channels_out) {
+    CHECK(x->ndim >= 2, "channel_pad: x must be (N, C, ...), got %d dims", x->ndim);
+    int N = x->shape[0], C = x->shape[1];
+    CHECK(channels_out >= C, "channel_pad: cannot pad %d channels down to %d", C, channels_out);
+    int S = (int)(x->numel / ((long)N * C));
+    int shape[TENSOR_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[1] = channels_out;
+    Tensor *out = tape_tensor(x->device, x->ndim, shape);
+    KERNEL(x->device, channel_pad_forward)(out->data, x->data, N, C, channels_out, S);
+    Node *n = tape_record("channel_pad", channel_pad_backward_node, out, 1, &x);
+    if (n) {
+        int args[4] = {N, C, channels_out, S};
+        memcpy(n->iarg, args, sizeof args);
+    }
+    return out;
+}

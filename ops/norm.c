@@ -1,0 +1,114 @@
+// norm.c - batch normalisation over (N, C, S): CPU kernels, then the autograd op.
+// Legend: N batch, C channels, S positions per channel (H*W, or 1 for BatchNorm1d), M = N*S values per channel.
+// Channel statistics are summed in double, over n then s, one thread per channel: the same order on every run.
+#include "norm.h"
+
+#include <math.h>
+
+#include "../tensor/device.h"
+
+// out, x: (N, C, S); mean, invstd, gamma, beta, running_mean, running_var: (C)
+void batchnorm_forward_cpu(float *out, float *mean, float *invstd, const float *x, const float *gamma,
+                           const float *beta, float *running_mean, float *running_var, int N, int C, int S,
+                           bool training, float momentum, float eps) {
+    long M = (long)N * S;
+    #pragma omp parallel for if (M * C > 32768)
+    for (int c = 0; c < C; c++) {
+        double mu, var;
+        if (training) {
+            double sum = 0, sq = 0;
+            for (int n = 0; n < N; n++) {
+                const float *xc = x + ((long)n * C + c) * S;
+                for (int s = 0; s < S; s++) sum += xc[s];
+            }
+            mu = sum / (double)M;
+            for (int n = 0; n < N; n++) {  // second pass: no cancellation of E[x^2] - E[x]^2
+                const float *xc = x + ((long)n * C + c) * S;
+                for (int s = 0; s < S; s++) sq += (xc[s] - mu) * (xc[s] - mu);
+            }
+            var = sq / (double)M;  // biased: what the batch is normalised with
+            running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
+            running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * M / (M - 1));  // unbiased
+        } else {
+            mu = running_mean[c];
+            var = running_var[c];
+        }
+        double inv = 1.0 / sqrt(var + eps);
+        mean[c] = (float)mu;
+        invstd[c] = (float)inv;
+        // (x - mean) first: folding the mean into one shift would cancel badly when |mean| >> std
+        float mu_f = (float)mu, scale = (float)(gamma[c] * inv), b = beta[c];
+        for (int n = 0; n < N; n++) {
+            const float *xc = x + ((long)n * C + c) * S;
+            float *oc = out + ((long)n * C + c) * S;
+            for (int s = 0; s < S; s++) oc[s] = (xc[s] - mu_f) * scale + b;
+        }
+    }
+}
+
+// With xhat = (x - mean) * invstd and y = gamma * xhat + beta:
+//   dbeta += sum dy,  dgamma += sum dy * xhat,
+//   train: dx += gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))   (the batch stats depend on x)
+//   eval:  dx += gamma * invstd * dy
+void batchnorm_backward_cpu(float *dx, float *dgamma, float *dbeta, const float *dout, const float *x,
+                            const float *mean, const float *invstd, const float *gamma, int N, int C, int S,
+                            bool training) {
+    long M = (long)N * S;
+    #pragma omp parallel for if (M * C > 32768)
+    for (int c = 0; c < C; c++) {
+        float mu = mean[c], inv = invstd[c];
+        double sum_dy = 0, sum_dy_xhat = 0;
+        for (int n = 0; n < N; n++) {
+            const float *dc = dout + ((long)n * C + c) * S, *xc = x + ((long)n * C + c) * S;
+            for (int s = 0; s < S; s++) {
+                sum_dy += dc[s];
+                sum_dy_xhat += (double)dc[s] * ((xc[s] - mu) * inv);
+            }
+        }
+        if (dbeta) dbeta[c] += (float)sum_dy;
+        if (dgamma) dgamma[c] += (float)sum_dy_xhat;
+        if (!dx) continue;
+        float scale = gamma[c] * inv;
+        float mean_dy = training ? (float)(sum_dy / M) : 0.0f;
+        float mean_dy_xhat = training ? (float)(sum_dy_xhat / M) : 0.0f;
+        for (int n = 0; n < N; n++) {
+            const float *dc = dout + ((long)n * C + c) * S, *xc = x + ((long)n * C + c) * S;
+            float *dxc = dx + ((long)n * C + c) * S;
+            for (int s = 0; s < S; s++) dxc[s] += scale * (dc[s] - mean_dy - (xc[s] - mu) * inv * mean_dy_xhat);
+        }
+    }
+}
+
+// in: x, gamma, beta; saved: mean, invstd; iarg: N, C, S, training
+static void batchnorm_backward_node(Node *n) {
+    Tensor *x = n->in[0], *gamma = n->in[1];
+    KERNEL(x->device, batchnorm_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), n->out->grad,
+                                          x->data, n->saved[0]->data, n->saved[1]->data, gamma->data, n->iarg[0],
+                                          n->iarg[1], n->iarg[2], n->iarg[3]);
+}
+
+Tensor *op_batchnorm(Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mean, Tensor *running_var,
+                     bool training) {
+    CHECK(x->ndim == 2 || x->ndim == 4, "batchnorm: x must be (N, C) or (N, C, H, W), got %d dims", x->ndim);
+    int N = x->shape[0], C = x->shape[1], S = x->ndim == 4 ? x->shape[2] * x->shape[3] : 1;
+    CHECK(gamma->numel == C && beta->numel == C && running_mean->numel == C && running_var->numel == C,
+          "batchnorm: gamma, beta and the running stats must hold %d values (one per channel)", C);
+    CHECK(gamma->device == x->device && beta->device == x->device && running_mean->device == x->device &&
+          running_var->device == x->device, "batchnorm: operands on different devices");
+    CHECK(!training || (long)N * S > 1,
+          "batchnorm: expected more than 1 value per channel when training, got input size (N=%d, C=%d, S=%d)", N, C,
+          S);
+    Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
+    Tensor *mean = tape_tensor(x->device, SHAPE(C)), *invstd = tape_tensor(x->device, SHAPE(C));
+    KERNEL(x->device, batchnorm_forward)(out->data, mean->data, invstd->data, x->data, gamma->data, beta->data,
+                                         running_mean->data, running_var->data, N, C, S, training, BN_MOMENTUM,
+                                         BN_EPS);
+    Tensor *in[3] = {x, gamma, beta};
+    Node *n = tape_record("batchnorm", batchnorm_backward_node, out, 3, in);
+    if (n) {
+        n->saved[0] = mean;
+        n->saved[1] = invstd;
+        n->iarg[0] = N; n->iarg[1] = C; n->iarg[2] = S; n->iarg[3] = training;
+    }
+    return out;
+}

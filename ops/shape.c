@@ -1,0 +1,175 @@
+// shape.c - reshape, detach, transpose, concat, repeat, gather and dropout: CPU kernels, then the autograd ops.
+// Letters: A batches of (M, N) matrices for transpose; B rows, D channels, S = H*W locations for the gather.
+#include "shape.h"
+
+#include <stdlib.h>
+
+#include "../tensor/device.h"
+#include "elementwise.h"
+#include "reduce.h"
+
+// ---- CPU kernels ----
+
+// out: (A, N, M), x: (A, M, N); one output row (a, n) per iteration, written contiguously
+void transpose_forward_cpu(float *out, const float *x, int A, int M, int N) {
+    long rows = (long)A * N;
+    #pragma omp parallel for if (rows * M > 32768)
+    for (long an = 0; an < rows; an++) {
+        const float *xa = x + (an / N) * M * N + an % N;
+        float *o = out + an * M;
+        for (int m = 0; m < M; m++) o[m] = xa[(long)m * N];
+    }
+}
+
+// dx: (A, M, N), dout: (A, N, M); one dx row (a, m) per iteration, so no two iterations touch the same element
+void transpose_backward_cpu(float *dx, const float *dout, int A, int M, int N) {
+    long rows = (long)A * M;
+    #pragma omp parallel for if (rows * N > 32768)
+    for (long am = 0; am < rows; am++) {
+        const float *da = dout + (am / M) * N * M + am % M;
+        float *d = dx + am * N;
+        for (int n = 0; n < N; n++) d[n] += da[(long)n * M];
+    }
+}
+
+// out: (B, D), x: (B, D, S), idx: (B)
+void gather_location_forward_cpu(float *out, const float *x, const int *idx, int B, int D, int S) {
+    for (long bd = 0; bd < (long)B * D; bd++) out[bd] = x[bd * S + idx[bd / D]];
+}
+
+void gather_location_backward_cpu(float *dx, const float *dout, const int *idx, int B, int D, int S) {
+    for (long bd = 0; bd < (long)B * D; bd++) dx[bd * S + idx[bd / D]] += dout[bd];
+}
+
+// ---- reshape and detach ----
+
+static void reshape_backward_node(Node *n) {
+    KERNEL(n->out->device, axpy)(input_grad(n, 0), n->out->grad, 1.0f, n->out->numel);
+}
+
+Tensor *op_reshape(Tensor *x, int ndim, const int *shape) {
+    Tensor *out = tape_view(x, ndim, shape);
+    tape_record("reshape", reshape_backward_node, out, 1, &x);
+    return out;
+}
+
+Tensor *op_detach(Tensor *x) {
+    Tensor *out = tape_view(x, x->ndim, x->shape);
+    out->requires_grad = false;
+    return out;
+}
+
+// ---- transpose ----
+
+// iarg = A, M, N of the input
+static void transpose_backward_node(Node *n) {
+    KERNEL(n->out->device, transpose_backward)(input_grad(n, 0), n->out->grad, n->iarg[0], n->iarg[1], n->iarg[2]);
+}
+
+Tensor *op_transpose(Tensor *x) {
+    CHECK(x->ndim == 2 || x->ndim == 3, "transpose takes (M, N) or (A, M, N), got %d dims", x->ndim);
+    int A = x->ndim == 3 ? x->shape[0] : 1;
+    int M = x->shape[x->ndim - 2], N = x->shape[x->ndim - 1];
+    Tensor *out = x->ndim == 3 ? tape_tensor(x->device, SHAPE(A, N, M)) : tape_tensor(x->device, SHAPE(N, M));
+    KERNEL(x->device, transpose_forward)(out->data, x->data, A, M, N);
+    Node *n = tape_record("transpose", transpose_backward_node, out, 1, &x);
+    if (n) { n->iarg[0] = A; n->iarg[1] = M; n->iarg[2] = N; }
+    return out;
+}
+
+// ---- concat along dim 0 ----
+
+// out = [a; b]: the first a->numel gradients belong to a, the rest to b
+static void concat0_backward_node(Node *n) {
+    Tensor *a = n->in[0], *b = n->in[1], *out = n->out;
+    float *da = input_grad(n, 0), *db = input_grad(n, 1);
+    if (da) KERNEL(out->device, axpy)(da, out->grad, 1.0f, a->numel);
+    if (db) KERNEL(out->device, axpy)(db, out->grad + a->numel, 1.0f, b->numel);
+}
+
+Tensor *op_concat0(Tensor *a, Tensor *b) {
+    CHECK(a->ndim == b->ndim && a->device == b->device, "concat0: operands differ in rank or device");
+    for (int d = 1; d < a->ndim; d++)
+        CHECK(a->shape[d] == b->shape[d], "concat0: dim %d differs (%d vs %d)", d, a->shape[d], b->shape[d]);
+    int shape[TENSOR_MAX_DIMS];
+    for (int d = 0; d < a->ndim; d++) shape[d] = a->shape[d];
+    shape[0] += b->shape[0];
+    Tensor *out = tape_tensor(a->device, a->ndim, shape);
+    dev_copy(out->data, out->device, a->data, a->device, (size_t)a->numel * sizeof(float));
+    dev_copy(out->data + a->numel, out->device, b->data, b->device, (size_t)b->numel * sizeof(float));
+    Tensor *in[2] = {a, b};
+    tape_record("concat0", concat0_backward_node, out, 2, in);
+    return out;
+}
+
+// ---- repeat: x (A, N) -> (A, k, N), a broadcast along a new dim 1 ----
+
+// d x[a, n] += sum_k dout[a, k, n]: the sum goes to a temporary, then into the (accumulating) input gradient
+static void repeat_backward_node(Node *n) {
+    Tensor *x = n->in[0];
+    Tensor *summed = tape_tensor(x->device, x->ndim, x->shape);
+    KERNEL(x->device, reduce_sum_forward)(summed->data, n->out->grad, n->iarg[0], n->iarg[1], n->iarg[2]);
+    KERNEL(x->device, axpy)(input_grad(n, 0), summed->data, 1.0f, x->numel);
+}
+
+Tensor *op_repeat(Tensor *x, int k) {
+    CHECK(x->ndim == 2 && k > 0, "repeat takes (A, N) and k > 0, got %d dims and k = %d", x->ndim, k);
+    int A = x->shape[0], N = x->shape[1];
+    Tensor *out = tape_tensor(x->device, SHAPE(A, k, N));
+    dev_zero(out->device, out->data, (size_t)out->numel * sizeof(float));
+    KERNEL(x->device, reduce_sum_backward)(out->data, x->data, A, k, N);  // out[a, j, n] += x[a, n]
+    Node *n = tape_record("repeat", repeat_backward_node, out, 1, &x);
+    if (n) { n->iarg[0] = A; n->iarg[1] = k; n->iarg[2] = N; }
+    return out;
+}
+
+// ---- gather one location per row ----
+
+// aux = idx on the device; iarg = B, D, S
+static void gather_location_backward_node(Node *n) {
+    KERNEL(n->out->device, gather_location_backward)(input_grad(n, 0), n->out->grad, n->aux, n->iarg[0], n->iarg[1],
+                                                     n->iarg[2]);
+}
+
+Tensor *op_gather_location(Tensor *x, const int *idx) {
+    CHECK(x->ndim == 4, "gather_location takes (B, D, H, W), got %d dims", x->ndim);
+    int B = x->shape[0], D = x->shape[1], S = x->shape[2] * x->shape[3];
+    for (int b = 0; b < B; b++) CHECK(idx[b] >= 0 && idx[b] < S, "location %d of row %d outside [0, %d)", idx[b], b, S);
+    Device dev = x->device;
+    Tensor *out = tape_tensor(dev, SHAPE(B, D));
+    Node *n = tape_record("gather_location", gather_location_backward_node, out, 1, &x);
+    // the indices stay with the node for backward; without a node they are a temporary for the forward only
+    size_t bytes = (size_t)B * sizeof(int);
+    int *idx_dev = n ? node_set_aux(n, dev, idx, bytes) : dev_alloc(dev, bytes);
+    if (!n) dev_copy(idx_dev, dev, idx, DEV_CPU, bytes);
+    KERNEL(dev, gather_location_forward)(out->data, x->data, idx_dev, B, D, S);
+    if (n) { n->iarg[0] = B; n->iarg[1] = D; n->iarg[2] = S; }
+    else dev_free(dev, idx_dev, bytes);
+    return out;
+}
+
+// ---- inverted dropout ----
+
+// saved[0] = the scaled mask: dx += dout * mask
+static void dropout_backward_node(Node *n) {
+    Tensor *x = n->in[0], *mask = n->saved[0];
+    KERNEL(x->device, binary_backward)(BINARY_MUL, input_grad(n, 0), NULL, n->out->grad, x->data, mask->data,
+                                       x->numel);
+}
+
+Tensor *op_dropout(Tensor *x, float p, bool training, Rng *rng) {
+    if (!training || p == 0.0f) return x;
+    CHECK(p > 0.0f && p < 1.0f, "dropout probability %g outside [0, 1)", p);
+    // mask value: 0 (dropped, probability p) or 1/(1-p) (kept), drawn on the host in element order
+    float keep_scale = 1.0f / (1.0f - p);
+    float *host = xmalloc((size_t)x->numel * sizeof(float));
+    for (long i = 0; i < x->numel; i++) host[i] = rng_uniform(rng) < p ? 0.0f : keep_scale;
+    Tensor *mask = tape_tensor(x->device, x->ndim, x->shape);
+    tensor_copy_from_host(mask, host);
+    free(host);
+    Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
+    KERNEL(x->device, binary_forward)(BINARY_MUL, out->data, x->data, mask->data, x->numel);
+    Node *n = tape_record("dropout", dropout_backward_node, out, 1, &x);
+    if (n) n->saved[0] = mask;
+    return out;
+}

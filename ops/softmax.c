@@ -1,0 +1,257 @@
+// softmax.c - softmax, log-softmax, cross-entropy and the AMDIM NCE log-softmax: CPU kernels, then the autograd ops.
+// Letters: a softmax row is `dim` values at stride `inner` inside (outer, dim, inner); N rows of K classes for the
+// cross-entropy; B images, P sources per image, L target locations for the NCE.
+#include "softmax.h"
+
+#include <math.h>
+
+#include "../tensor/device.h"
+
+// ---- softmax and log-softmax over (outer, dim, inner) ----
+
+// One row per (o, i): its k-th value sits at base + k * inner. Sums run in double, in index order.
+static void softmax_rows(float *out, const float *x, long outer, long dim, long inner, bool log_out) {
+    #pragma omp parallel for if (outer * dim * inner > 32768)
+    for (long row = 0; row < outer * inner; row++) {
+        long base = (row / inner) * dim * inner + row % inner;
+        float m = -INFINITY;
+        for (long k = 0; k < dim; k++) m = fmaxf(m, x[base + k * inner]);
+        double s = 0;
+        for (long k = 0; k < dim; k++) {
+            float e = expf(x[base + k * inner] - m);
+            if (!log_out) out[base + k * inner] = e;
+            s += e;
+        }
+        if (log_out) {
+            float shift = m + (float)log(s);
+            for (long k = 0; k < dim; k++) out[base + k * inner] = x[base + k * inner] - shift;
+        } else {
+            float inv = (float)(1.0 / s);
+            for (long k = 0; k < dim; k++) out[base + k * inner] *= inv;
+        }
+    }
+}
+
+void softmax_forward_cpu(float *out, const float *x, long outer, long dim, long inner) {
+    softmax_rows(out, x, outer, dim, inner, false);
+}
+
+void log_softmax_forward_cpu(float *out, const float *x, long outer, long dim, long inner) {
+    softmax_rows(out, x, outer, dim, inner, true);
+}
+
+// dx += out * (dout - sum_k dout * out)
+void softmax_backward_cpu(float *dx, const float *dout, const float *out, long outer, long dim, long inner) {
+    #pragma omp parallel for if (outer * dim * inner > 32768)
+    for (long row = 0; row < outer * inner; row++) {
+        long base = (row / inner) * dim * inner + row % inner;
+        double dot = 0;
+        for (long k = 0; k < dim; k++) dot += (double)dout[base + k * inner] * out[base + k * inner];
+        for (long k = 0; k < dim; k++) {
+            long at = base + k * inner;
+            dx[at] += out[at] * (dout[at] - (float)dot);
+        }
+    }
+}
+
+// dx += dout - softmax * sum_k dout, with softmax = exp(out)
+void log_softmax_backward_cpu(float *dx, const float *dout, const float *out, long outer, long dim, long inner) {
+    #pragma omp parallel for if (outer * dim * inner > 32768)
+    for (long row = 0; row < outer * inner; row++) {
+        long base = (row / inner) * dim * inner + row % inner;
+        double total = 0;
+        for (long k = 0; k < dim; k++) total += dout[base + k * inner];
+        for (long k = 0; k < dim; k++) {
+            long at = base + k * inner;
+            dx[at] += dout[at] - expf(out[at]) * (float)total;
+        }
+    }
+}
+
+// ---- cross-entropy with ignored labels ----
+
+// logits, probs: (N, K); labels: (N). The loss uses the log-sum-exp of each row, not log(probs), so a label whose
+// probability underflows still gives a finite loss.
+void cross_entropy_forward_cpu(float *loss, float *probs, const float *logits, const int *labels, int N, int K,
+                               int n_valid) {
+    softmax_rows(probs, logits, N, K, 1, false);
+    double total = 0;
+    for (int r = 0; r < N; r++) {
+        if (labels[r] < 0) continue;
+        const float *row = logits + (long)r * K;
+        float m = -INFINITY;
+        for (int k = 0; k < K; k++) m = fmaxf(m, row[k]);
+        double s = 0;
+        for (int k = 0; k < K; k++) s += expf(row[k] - m);
+        total += (double)m + log(s) - row[labels[r]];
+    }
+    loss[0] = n_valid > 0 ? (float)(total / n_valid) : 0.0f;
+}
+
+// dlogits: (N, K); dloss: (1)
+void cross_entropy_backward_cpu(float *dlogits, const float *dloss, const float *probs, const int *labels, int N,
+                                int K, int n_valid) {
+    if (n_valid == 0) return;  // every row ignored: the loss is the constant 0
+    float scale = dloss[0] / (float)n_valid;
+    for (int r = 0; r < N; r++) {
+        if (labels[r] < 0) continue;
+        for (int k = 0; k < K; k++) {
+            long at = (long)r * K + k;
+            dlogits[at] += scale * (probs[at] - (k == labels[r] ? 1.0f : 0.0f));
+        }
+    }
+}
+
+// ---- the NCE log-softmax of AMDIM ----
+// Row (i, p) of x: (B, P, B, L) is B blocks of L scores; block i holds the positives, the other blocks the negatives.
+
+// m = max over the negatives of row xr (image i): every exponent below is taken relative to it
+static float negatives_max(const float *xr, int i, int B, int L) {
+    float m = -INFINITY;
+    for (int j = 0; j < B; j++) {
+        if (j == i) continue;
+        for (int l = 0; l < L; l++) m = fmaxf(m, xr[(long)j * L + l]);
+    }
+    return m;
+}
+
+// out: (B, P, L). out = pos - logaddexp(pos, m + log Z), Z = sum over negatives of exp(neg - m)
+void nce_log_softmax_forward_cpu(float *out, const float *x, int B, int P, int L) {
+    long rows = (long)B * P;
+    #pragma omp parallel for if (rows * B * L > 32768)
+    for (long row = 0; row < rows; row++) {
+        int i = (int)(row / P);
+        const float *xr = x + row * B * L;
+        float *o = out + row * L;
+        if (B == 1) {  // no negatives: the positive is its own softmax
+            for (int l = 0; l < L; l++) o[l] = 0.0f;
+            continue;
+        }
+        float m = negatives_max(xr, i, B, L);
+        double z = 0;
+        for (int j = 0; j < B; j++) {
+            if (j == i) continue;
+            for (int l = 0; l < L; l++) z += expf(xr[(long)j * L + l] - m);
+        }
+        float lse_neg = m + (float)log(z);
+        for (int l = 0; l < L; l++) {
+            float pos = xr[(long)i * L + l];
+            float hi = fmaxf(pos, lse_neg), lo = fminf(pos, lse_neg);
+            o[l] = (pos - hi) - log1pf(expf(lo - hi));
+        }
+    }
+}
+
+// From x and out only, with lse_l = pos_l - out_l (the log of positive l's denominator):
+//   d pos_l += dout_l * (1 - exp(out_l))
+//   d neg   -= sum_l dout_l * exp(neg - lse_l) = exp(neg - m) * sum_l dout_l * exp(m - lse_l)
+// Both factors of the split have exponents <= 0 (neg <= m <= lse_l), so nothing overflows for any |x|.
+void nce_log_softmax_backward_cpu(float *dx, const float *dout, const float *x, const float *out, int B, int P,
+                                  int L) {
+    if (B == 1) return;  // out is the constant 0
+    long rows = (long)B * P;
+    #pragma omp parallel for if (rows * B * L > 32768)
+    for (long row = 0; row < rows; row++) {
+        int i = (int)(row / P);
+        const float *xr = x + row * B * L, *o = out + row * L, *d = dout + row * L;
+        float *dxr = dx + row * B * L;
+        float m = negatives_max(xr, i, B, L);
+        double weight = 0;
+        for (int l = 0; l < L; l++) {
+            float pos = xr[(long)i * L + l];
+            weight += (double)d[l] * expf(m - (pos - o[l]));
+            dxr[(long)i * L + l] += d[l] * -expm1f(o[l]);
+        }
+        float w = (float)weight;
+        for (int j = 0; j < B; j++) {
+            if (j == i) continue;
+            for (int l = 0; l < L; l++) dxr[(long)j * L + l] -= w * expf(xr[(long)j * L + l] - m);
+        }
+    }
+}
+
+// ---- autograd ops ----
+
+// x as (outer, dim, inner) around dimension `dim`
+static void split_at(const Tensor *x, int dim, long *outer, long *len, long *inner) {
+    CHECK(dim >= 0 && dim < x->ndim, "softmax over dim %d of a %d-dim tensor", dim, x->ndim);
+    *outer = 1;
+    *inner = 1;
+    for (int d = 0; d < dim; d++) *outer *= x->shape[d];
+    for (int d = dim + 1; d < x->ndim; d++) *inner *= x->shape[d];
+    *len = x->shape[dim];
+}
+
+static void softmax_backward_node(Node *n) {
+    KERNEL(n->out->device, softmax_backward)(input_grad(n, 0), n->out->grad, n->out->data, n->iarg[0], n->iarg[1],
+                                             n->iarg[2]);
+}
+
+static void log_softmax_backward_node(Node *n) {
+    KERNEL(n->out->device, log_softmax_backward)(input_grad(n, 0), n->out->grad, n->out->data, n->iarg[0],
+                                                 n->iarg[1], n->iarg[2]);
+}
+
+static Tensor *softmax_op(Tensor *x, int dim, bool log_out) {
+    long outer, len, inner;
+    split_at(x, dim, &outer, &len, &inner);
+    Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
+    if (log_out) KERNEL(x->device, log_softmax_forward)(out->data, x->data, outer, len, inner);
+    else KERNEL(x->device, softmax_forward)(out->data, x->data, outer, len, inner);
+    Node *n = tape_record(log_out ? "log_softmax" : "softmax", log_out ? log_softmax_backward_node
+                                                                        : softmax_backward_node, out, 1, &x);
+    if (n) { n->iarg[0] = (int)outer; n->iarg[1] = (int)len; n->iarg[2] = (int)inner; }
+    return out;
+}
+
+Tensor *op_softmax(Tensor *x, int dim) { return softmax_op(x, dim, false); }
+Tensor *op_log_softmax(Tensor *x, int dim) { return softmax_op(x, dim, true); }
+
+// saved[0] = probs (N, K); aux = labels on the device; iarg = N, K, n_valid
+static void cross_entropy_backward_node(Node *n) {
+    KERNEL(n->out->device, cross_entropy_backward)(input_grad(n, 0), n->out->grad, n->saved[0]->data, n->aux,
+                                                   n->iarg[0], n->iarg[1], n->iarg[2]);
+}
+
+Tensor *op_cross_entropy(Tensor *logits, const int *labels) {
+    CHECK(logits->ndim == 2, "cross_entropy takes (N, K) logits, got %d dims", logits->ndim);
+    int N = logits->shape[0], K = logits->shape[1], n_valid = 0;
+    for (int r = 0; r < N; r++) {
+        CHECK(labels[r] < K, "label %d of row %d is not below K = %d", labels[r], r, K);
+        if (labels[r] >= 0) n_valid++;
+    }
+    Device dev = logits->device;
+    Tensor *loss = tape_tensor(dev, SHAPE(1));
+    Tensor *probs = tape_tensor(dev, 2, logits->shape);
+    Node *n = tape_record("cross_entropy", cross_entropy_backward_node, loss, 1, &logits);
+    // the labels stay with the node for backward; without a node they are a temporary for the forward only
+    size_t bytes = (size_t)N * sizeof(int);
+    int *labels_dev = n ? node_set_aux(n, dev, labels, bytes) : dev_alloc(dev, bytes);
+    if (!n) dev_copy(labels_dev, dev, labels, DEV_CPU, bytes);
+    KERNEL(dev, cross_entropy_forward)(loss->data, probs->data, logits->data, labels_dev, N, K, n_valid);
+    if (n) {
+        n->saved[0] = probs;
+        n->iarg[0] = N;
+        n->iarg[1] = K;
+        n->iarg[2] = n_valid;
+    } else {
+        dev_free(dev, labels_dev, bytes);
+    }
+    return loss;
+}
+
+// iarg = B, P, L
+static void nce_backward_node(Node *n) {
+    KERNEL(n->out->device, nce_log_softmax_backward)(input_grad(n, 0), n->out->grad, n->in[0]->data, n->out->data,
+                                                     n->iarg[0], n->iarg[1], n->iarg[2]);
+}
+
+Tensor *op_nce_log_softmax(Tensor *x, int B, int P, int L) {
+    CHECK(B > 0 && P > 0 && L > 0 && x->numel == (long)B * P * B * L,
+          "nce_log_softmax: %ld scores for B=%d P=%d L=%d (needs B*P*B*L)", x->numel, B, P, L);
+    Tensor *out = tape_tensor(x->device, SHAPE(B, P, L));
+    KERNEL(x->device, nce_log_softmax_forward)(out->data, x->data, B, P, L);
+    Node *n = tape_record("nce_log_softmax", nce_backward_node, out, 1, &x);
+    if (n) { n->iarg[0] = B; n->iarg[1] = P; n->iarg[2] = L; }
+    return out;
+}
