@@ -100,7 +100,7 @@ static __device__ T block_sum(T v, T *scratch) {
     return total;
 }
 
-static __device__ float block_max(float v, float *scratch) {
+static __device__ __forceinline__ float block_max(float v, float *scratch) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     v = warp_max(v);
     __syncthreads();
