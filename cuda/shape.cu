@@ -40,8 +40,9 @@ template <bool ACCUMULATE>
 static void transpose(float *out, const float *in, int A, int rows, int cols) {
     if ((long)A * rows * cols <= 0) return;
     long tiles_r = ((long)rows + TILE - 1) / TILE;
-    dim3 grid((unsigned int)(((long)cols + TILE - 1) / TILE), (unsigned int)(tiles_r < MAX_GRID_YZ ? tiles_r : MAX_GRID_YZ),
-              (unsigned int)(A < MAX_GRID_YZ ? A : MAX_GRID_YZ));
+    dim3 grid((unsigned int)(((long)cols + TILE - 1) / TILE),
+              (unsigned int)(tiles_r < MAX_GRID_YZ ? tiles_r : MAX_GRID_YZ),
+              (unsigned int)(A < MAX_GRID_YZ ? A : MAX_GRID_YZ));  // rows and A beyond the caps: the kernel loops
     transpose_kernel<ACCUMULATE><<<grid, dim3(TILE, TILE_ROWS)>>>(out, in, A, rows, cols);
     LAUNCH_CHECK();
 }

@@ -154,6 +154,7 @@ static int compare_gpu_runs(const char *name, BuildFn build, void *ctx, Tensor *
 }
 
 static const char *const X[] = {"x"}, *const AB[] = {"a", "b"}, *const XWB[] = {"x", "w", "b"};
+static const char *const BN_NAMES[] = {"x", "gamma", "beta"};
 
 // ---- elementwise ----
 typedef enum { EW_RELU, EW_TANH, EW_SQUARE, EW_EXP, EW_LOG, EW_ADD, EW_MUL, EW_SCALE, EW_COUNT } ElementwiseCase;
@@ -177,7 +178,8 @@ static int gpu_elementwise(void) {
     Rng rng;
     rng_seed(&rng, 101);
     int fails = 0;
-    Tensor *xy[2] = {test_tensor(&rng, true, -2, 2, SHAPE(3, 4, 5, 7)), test_tensor(&rng, true, -2, 2, SHAPE(3, 4, 5, 7))};
+    Tensor *xy[2] = {test_tensor(&rng, true, -2, 2, SHAPE(3, 4, 5, 7)),
+                     test_tensor(&rng, true, -2, 2, SHAPE(3, 4, 5, 7))};
     Tensor *positive = test_tensor(&rng, true, 0.1f, 3, SHAPE(3, 4, 5, 7));
     for (ElementwiseCase c = 0; c < EW_COUNT; c++)
         fails += compare_devices(ELEMENTWISE_NAMES[c], build_elementwise, &c, c == EW_LOG ? &positive : xy, AB,
@@ -255,8 +257,9 @@ static int gpu_linalg(void) {
         int M = sizes[s][0], K = sizes[s][1], N = sizes[s][2];
         for (int ta = 0; ta < 2; ta++) {
             for (int tb = 0; tb < 2; tb++) {
-                Tensor *in[2] = {ta ? test_tensor(&rng, true, -1, 1, SHAPE(K, M)) : test_tensor(&rng, true, -1, 1, SHAPE(M, K)),
-                                 tb ? test_tensor(&rng, true, -1, 1, SHAPE(N, K)) : test_tensor(&rng, true, -1, 1, SHAPE(K, N))};
+                int a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+                Tensor *in[2] = {test_tensor(&rng, true, -1, 1, SHAPE(a_rows, a_cols)),
+                                 test_tensor(&rng, true, -1, 1, SHAPE(b_rows, b_cols))};
                 MatmulCase c = {ta, tb};
                 snprintf(name, sizeof name, "matmul %dx%dx%d%s%s", M, K, N, ta ? " At" : "", tb ? " Bt" : "");
                 fails += compare_devices(name, build_matmul, &c, in, AB, 2, TOL_GEMM);
@@ -283,8 +286,8 @@ static Tensor *build_conv(Tensor **in, void *ctx) {
 }
 
 static int compare_conv(const char *name, Rng *rng, int N, int C, int H, int Co, int K, ConvCase c) {
-    Tensor *in[3] = {test_tensor(rng, true, -1, 1, SHAPE(N, C, H, H)), test_tensor(rng, true, -1, 1, SHAPE(Co, C, K, K)),
-                     test_tensor(rng, true, -1, 1, SHAPE(Co))};
+    Tensor *in[3] = {test_tensor(rng, true, -1, 1, SHAPE(N, C, H, H)),
+                     test_tensor(rng, true, -1, 1, SHAPE(Co, C, K, K)), test_tensor(rng, true, -1, 1, SHAPE(Co))};
     int fails = compare_devices(name, build_conv, &c, in, XWB, c.bias ? 3 : 2, TOL_GEMM);
     for (int k = 0; k < 3; k++) tensor_free(in[k]);
     return fails;
@@ -346,7 +349,8 @@ static int gpu_pool_pad(void) {
     }
     tensor_free(x);
     // reflection: a pixel is copied up to 3 times per axis (itself and two mirrors when pad is close to the size)
-    Tensor *small = test_tensor(&rng, true, -1, 1, SHAPE(2, 3, 5, 6)), *tiny = test_tensor(&rng, true, -1, 1, SHAPE(1, 2, 3, 3));
+    Tensor *small = test_tensor(&rng, true, -1, 1, SHAPE(2, 3, 5, 6));
+    Tensor *tiny = test_tensor(&rng, true, -1, 1, SHAPE(1, 2, 3, 3));
     for (int pad = 1; pad <= 2; pad++) {
         SpatialCase c = {SPATIAL_REFLECT, pad, 0};
         snprintf(name, sizeof name, "reflect pad %d (5x6)", pad);
@@ -378,10 +382,11 @@ static int compare_batchnorm(const char *name, Rng *rng, int ndim, const int *sh
     char what[96];
     Tensor *in[3] = {test_tensor(rng, true, 1, 3, ndim, shape),  // mean far from 0: tests the variance's second pass
                      test_tensor(rng, true, 0.5f, 1.5f, SHAPE(C)), test_tensor(rng, true, -0.5f, 0.5f, SHAPE(C))};
-    Tensor *mean0 = test_tensor(rng, false, 1.5f, 2.5f, SHAPE(C)), *var0 = test_tensor(rng, false, 0.5f, 1.5f, SHAPE(C));
+    Tensor *mean0 = test_tensor(rng, false, 1.5f, 2.5f, SHAPE(C));
+    Tensor *var0 = test_tensor(rng, false, 0.5f, 1.5f, SHAPE(C));
     BatchnormCase c = {{tensor_to(mean0, DEV_CPU), tensor_to(mean0, DEV_CUDA)},
                        {tensor_to(var0, DEV_CPU), tensor_to(var0, DEV_CUDA)}, training};
-    int fails = compare_devices(name, build_batchnorm, &c, in, (const char *const[]){"x", "gamma", "beta"}, 3, TOL_NORM);
+    int fails = compare_devices(name, build_batchnorm, &c, in, BN_NAMES, 3, TOL_NORM);
     float *gpu_mean = host_copy(c.running_mean[DEV_CUDA], c.running_mean[DEV_CUDA]->data);
     float *gpu_var = host_copy(c.running_var[DEV_CUDA], c.running_var[DEV_CUDA]->data);
     snprintf(what, sizeof what, "%s running_mean", name);
@@ -496,7 +501,9 @@ static int gpu_nce(void) {
 }
 
 // ---- data movement ----
-typedef enum { MOVE_RESHAPE, MOVE_DETACH, MOVE_TRANSPOSE, MOVE_CONCAT, MOVE_REPEAT, MOVE_GATHER, MOVE_DROPOUT } MoveKind;
+typedef enum {
+    MOVE_RESHAPE, MOVE_DETACH, MOVE_TRANSPOSE, MOVE_CONCAT, MOVE_REPEAT, MOVE_GATHER, MOVE_DROPOUT
+} MoveKind;
 typedef struct { MoveKind kind; const int *idx; float p; bool training; } MoveCase;
 
 static Tensor *build_move(Tensor **in, void *ctx) {
@@ -633,15 +640,16 @@ static int gpu_deterministic(void) {
     rng_seed(&rng, 112);
     int fails = 0;
     Tensor *conv_in[3] = {test_tensor(&rng, true, -1, 1, SHAPE(8, 16, 12, 12)),
-                          test_tensor(&rng, true, -1, 1, SHAPE(32, 16, 3, 3)), test_tensor(&rng, true, -1, 1, SHAPE(32))};
+                          test_tensor(&rng, true, -1, 1, SHAPE(32, 16, 3, 3)),
+                          test_tensor(&rng, true, -1, 1, SHAPE(32))};
     ConvCase conv = {1, 1, true};
     fails += compare_gpu_runs("conv twice", build_conv, &conv, conv_in, XWB, 3);
     for (int k = 0; k < 3; k++) tensor_free(conv_in[k]);
-    Tensor *bn_in[3] = {test_tensor(&rng, true, -1, 1, SHAPE(32, 8, 10, 10)), test_tensor(&rng, true, 0.5f, 1.5f, SHAPE(8)),
-                        test_tensor(&rng, true, -0.5f, 0.5f, SHAPE(8))};
+    Tensor *bn_in[3] = {test_tensor(&rng, true, -1, 1, SHAPE(32, 8, 10, 10)),
+                        test_tensor(&rng, true, 0.5f, 1.5f, SHAPE(8)), test_tensor(&rng, true, -0.5f, 0.5f, SHAPE(8))};
     Tensor *zeros = tensor_zeros(DEV_CUDA, SHAPE(8)), *ones = tensor_ones(DEV_CUDA, SHAPE(8));
     BatchnormCase bn = {{NULL, zeros}, {NULL, ones}, true};
-    fails += compare_gpu_runs("batchnorm twice", build_batchnorm, &bn, bn_in, (const char *const[]){"x", "gamma", "beta"}, 3);
+    fails += compare_gpu_runs("batchnorm twice", build_batchnorm, &bn, bn_in, BN_NAMES, 3);
     for (int k = 0; k < 3; k++) tensor_free(bn_in[k]);
     tensor_free(zeros);
     tensor_free(ones);
@@ -753,7 +761,8 @@ static int guard_batchnorm(Rng *rng) {
     for (int c = 0; c < C; c++) rvar[c] = 1.0f;
     Tensor *gx = to_device(x, n), *gg = to_device(gamma, C), *gb = to_device(beta, C);
     Tensor *grm = to_device(rmean, C), *grv = to_device(rvar, C);
-    batchnorm_forward_cpu(want, want_mean, want_invstd, x, gamma, beta, rmean, rvar, N, C, S, true, BN_MOMENTUM, BN_EPS);
+    batchnorm_forward_cpu(want, want_mean, want_invstd, x, gamma, beta, rmean, rvar, N, C, S, true, BN_MOMENTUM,
+                          BN_EPS);
     Tensor *out = guarded_buffer(n, false), *mean = guarded_buffer(C, false), *invstd = guarded_buffer(C, false);
     batchnorm_forward_cuda(out->data, mean->data, invstd->data, gx->data, gg->data, gb->data, grm->data, grv->data, N,
                            C, S, true, BN_MOMENTUM, BN_EPS);
