@@ -15,7 +15,13 @@ EMU=$ROOT/cuda/emu
 OUT=$ROOT/build/emu
 EXTRA="$*"
 mkdir -p "$OUT/obj" "$OUT/gen"
-CFLAGS="-std=c11 -O1 -g -D_GNU_SOURCE -fopenmp -DUSE_CUDA -I$EMU/include $EXTRA"
+# the OpenBLAS the Makefile uses (the OpenMP build), where it is installed
+OPENBLAS_DIR=${OPENBLAS_DIR:-/usr/lib/x86_64-linux-gnu/openblas-openmp}
+OPENBLAS_INC=${OPENBLAS_INC:-/usr/include/x86_64-linux-gnu/openblas-openmp}
+BLAS_INC="" BLAS_LIB=""
+[ -d "$OPENBLAS_INC" ] && BLAS_INC="-I$OPENBLAS_INC"
+[ -d "$OPENBLAS_DIR" ] && BLAS_LIB="-L$OPENBLAS_DIR -Wl,-rpath,$OPENBLAS_DIR"
+CFLAGS="-std=c11 -O1 -g -D_GNU_SOURCE -fopenmp -DUSE_CUDA -I$EMU/include $BLAS_INC $EXTRA"
 CXXFLAGS="-std=c++20 -O1 -g -DUSE_CUDA -I$EMU/include -Wall -Wextra -Wno-unused-parameter $EXTRA"
 lib=()
 tests=()
@@ -33,7 +39,7 @@ for f in "$ROOT"/cuda/*.cu; do
 done
 g++ $CXXFLAGS -c "$EMU/emu.cpp" -o "$OUT/obj/emu.o"
 gcc $CFLAGS -c "$ROOT/train.c" -o "$OUT/obj/train.o"
-LIBS="-lopenblas -lz -lm -lpthread"
+LIBS="$BLAS_LIB -lopenblas -lz -lm -lpthread"
 g++ -fopenmp $EXTRA "${tests[@]}" "${lib[@]}" "$OUT/obj/emu.o" -o "$OUT/test_runner" $LIBS
 g++ -fopenmp $EXTRA "$OUT/obj/train.o" "${lib[@]}" "$OUT/obj/emu.o" -o "$OUT/train" $LIBS
 echo "built $OUT/test_runner and $OUT/train (CUDA kernels emulated on the CPU)"
