@@ -112,20 +112,30 @@ int main(int argc, char **argv) {
     bool have_model = false;
     if (checkpoint) {
         AmdimConfig cfg;
-        if (checkpoint_read_config(checkpoint, &cfg, err, sizeof err) ||
-            amdim_init(&model, &cfg, dev, 0, err, sizeof err)) { fprintf(stderr, "eval: %s\n", err); return 1; }
+        if (checkpoint_read_config(checkpoint, &cfg, err, sizeof err)) { fprintf(stderr, "eval: %s\n", err); return 1; }
         have_model = true;
+        if (amdim_init(&model, &cfg, dev, 0, err, sizeof err)) { fprintf(stderr, "eval: %s\n", err); amdim_free(&model); return 1; }
         if (checkpoint_load(checkpoint, &model, NULL, NULL, err, sizeof err)) { fprintf(stderr, "eval: %s\n", err); amdim_free(&model); return 1; }
     }
     Dataset train, test;
     const char *train_split = "train";
-    if (dataset_load(&train, dataset, data_path, train_split, err, sizeof err)) { fprintf(stderr, "eval: %s\n", err); return 1; }
-    if (dataset_load(&test, dataset, data_path, "test", err, sizeof err)) { fprintf(stderr, "eval: %s\n", err); dataset_free(&train); return 1; }
+    int rc = 1;
+    if (dataset_load(&train, dataset, data_path, train_split, err, sizeof err)) {
+        fprintf(stderr, "eval: %s\n", err);
+        if (have_model) amdim_free(&model);
+        return 1;
+    }
+    if (dataset_load(&test, dataset, data_path, "test", err, sizeof err)) {
+        fprintf(stderr, "eval: %s\n", err);
+        dataset_free(&train);
+        if (have_model) amdim_free(&model);
+        return 1;
+    }
     if (have_model && (model.cfg.in_channels != train.c || model.cfg.input_size != train.input_size)) {
         fprintf(stderr, "eval: %s expects %d-channel %dx%d inputs, dataset %s gives %d-channel %dx%d\n", checkpoint,
                 model.cfg.in_channels, model.cfg.input_size, model.cfg.input_size, dataset, train.c, train.input_size,
                 train.input_size);
-        return 1;
+        goto cleanup;
     }
     double t0 = now_seconds();
     FeatureSet ftrain = extract(&train, have_model ? &model : NULL, dev);
@@ -142,16 +152,19 @@ int main(int argc, char **argv) {
     printf("k-NN (k=%d):  %.2f%%\n", knn_k, knn);
     printf("eval: %s on %s: linear %.2f%%, MLP %.2f%%, k-NN %.2f%% (%.0fs)\n", raw ? "raw pixels" : checkpoint, dataset,
            lin, mlp, knn, now_seconds() - t0);
+    bool write_failed = false;
     if (out_path) {
         FILE *f = fopen(out_path, "a");
-        if (!f) { fprintf(stderr, "eval: cannot write %s: %s\n", out_path, strerror(errno)); return 1; }
+        if (!f) { fprintf(stderr, "eval: cannot write %s: %s\n", out_path, strerror(errno)); write_failed = true; }
         fprintf(f, "{\"features\":\"%s\",\"dataset\":\"%s\",\"linear\":%.4f,\"mlp\":%.4f,\"knn\":%.4f,\"knn_k\":%d,"
                    "\"probe_epochs\":%d}\n", raw ? "raw" : checkpoint, dataset, lin, mlp, knn, knn_k, probe_epochs);
-        fclose(f);
+        if (f) fclose(f);
     }
+    rc = write_failed ? 1 : 0;
     free(ftrain.x); free(ftrain.y); free(ftest.x); free(ftest.y);
+cleanup:
     dataset_free(&train);
     dataset_free(&test);
     if (have_model) amdim_free(&model);
-    return 0;
+    return rc;
 }

@@ -179,13 +179,20 @@ int main(int argc, char **argv) {
     cfg.mix_tau = a.mix_tau;
     cfg.mix_alpha = a.mix_alpha;
     Amdim model;
-    if (amdim_init(&model, &cfg, dev, a.seed, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); return 2; }
+    if (amdim_init(&model, &cfg, dev, a.seed, err, sizeof err)) {
+        fprintf(stderr, "train: %s\n", err);
+        amdim_free(&model);
+        dataset_free(&ds);
+        return 2;
+    }
     Adam opt;
+    int rc = 0;
     adam_init(&opt, &model.ps, a.lr, 0.8f, 0.999f, 1e-8f, 1e-5f);
 
     if (mkdir(a.run_dir, 0755) && errno != EEXIST) {
         fprintf(stderr, "train: cannot create run directory %s: %s\n", a.run_dir, strerror(errno));
-        return 1;
+        rc = 1;
+        goto cleanup_model;
     }
     char ckpt_path[1024], log_path[1024];
     snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.safetensors", a.run_dir);
@@ -193,15 +200,24 @@ int main(int argc, char **argv) {
     TrainState st = {.seed = a.seed};
     snprintf(st.dataset, sizeof st.dataset, "%s", a.dataset);
     if (a.resume) {
-        if (checkpoint_load(ckpt_path, &model, &opt, &st, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); return 1; }
+        if (checkpoint_load(ckpt_path, &model, &opt, &st, err, sizeof err)) {
+            fprintf(stderr, "train: %s\n", err);
+            rc = 1;
+            goto cleanup_model;
+        }
         if (st.seed != a.seed || strcmp(st.dataset, a.dataset)) {
             fprintf(stderr, "train: %s was made with --seed %llu --dataset %s; resume with the same flags\n", ckpt_path,
                     (unsigned long long)st.seed, st.dataset);
-            return 2;
+            rc = 2;
+            goto cleanup_model;
         }
     }
     FILE *log = fopen(log_path, a.resume ? "a" : "w");
-    if (!log) { fprintf(stderr, "train: cannot write %s: %s\n", log_path, strerror(errno)); return 1; }
+    if (!log) {
+        fprintf(stderr, "train: cannot write %s: %s\n", log_path, strerror(errno));
+        rc = 1;
+        goto cleanup_model;
+    }
 
     Loader *loader = loader_new(&ds, LOADER_TRAIN_PAIRS, a.batch, a.seed, a.workers);
     loader_seek(loader, st.epoch, st.position);
@@ -222,7 +238,6 @@ int main(int argc, char **argv) {
     double t_start = now_seconds(), t_last_ckpt = t_start, t_window = t_start, wait_window = 0;
     long steps_window = 0, epoch_correct_lin = 0, epoch_correct_mlp = 0, epoch_labeled = 0;
     long start_step = st.step;
-    int rc = 0;
     while (st.step < total_steps) {
         double wait0 = loader_wait_seconds(loader);
         Batch *batch;
@@ -302,6 +317,7 @@ int main(int argc, char **argv) {
     tensor_free(x1);
     tensor_free(x2);
     loader_free(loader);
+cleanup_model:
     adam_free(&opt);
     amdim_free(&model);
     dataset_free(&ds);
