@@ -47,11 +47,15 @@ PROGRAMS = $(BUILD)/train $(BUILD)/eval $(BUILD)/test_runner
 all: deps-check $(PROGRAMS)
 	@echo "built: $(PROGRAMS) (CUDA: $(if $(filter 1,$(GPU)),yes,no))"
 
-$(BUILD)/%.o: %.c
+# objects are rebuilt when the flags change (GPU=0 after GPU=1, SAN, ...): the stamp holds the last flags
+FLAGS_STAMP := $(BUILD)/.flags
+$(shell mkdir -p $(BUILD); echo '$(CC) $(CFLAGS) GPU=$(GPU)' | cmp -s - $(FLAGS_STAMP) || echo '$(CC) $(CFLAGS) GPU=$(GPU)' > $(FLAGS_STAMP))
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/%.cu.o: %.cu
+$(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
