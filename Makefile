@@ -98,7 +98,7 @@ deps: deps-check
 
 lines:
 	@for d in tensor autograd ops cuda model data test tools bench; do \
-	  printf "%-9s %6s\n" $$d "$$(cat $$d/*.[ch] $$d/*.cu $$d/*.py $$d/*.sh 2>/dev/null | wc -l)"; done; \
+	  printf "%-9s %6s\n" $$d "$$(cat $$d/*.[ch] $$d/*.cu $$d/*.cuh $$d/*.py $$d/*.sh 2>/dev/null | wc -l)"; done; \
 	  printf "%-9s %6s\n" drivers "$$(cat train.c eval.c 2>/dev/null | wc -l)"
 
 clean:

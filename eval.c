@@ -76,6 +76,7 @@ static FeatureSet extract(const Dataset *ds, Amdim *m, Device dev) {
 }
 
 int main(int argc, char **argv) {
+    engine_prefer_passive_wait(argv);
     const char *checkpoint = NULL, *dataset = "fashion-mnist", *data_path = NULL, *device = "cpu", *out_path = NULL;
     bool raw = false;
     int probe_epochs = 30, knn_k = 20, threads = 2;

@@ -151,6 +151,7 @@ static int count_correct(const Tensor *logits, const int *labels, int *n_labeled
 }
 
 int main(int argc, char **argv) {
+    engine_prefer_passive_wait(argv);
     Args a = parse_args(argc, argv);
     char err[512];
     engine_set_threads(a.threads);

@@ -1,6 +1,8 @@
 // engine.c - thread settings and a one-line description of the build.
 #include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -43,4 +45,14 @@ void engine_describe(char *buf, int size) {
              "not built"
 #endif
     );
+}
+
+// libgomp reads its wait policy once, when it loads, so a driver that wants it set re-executes itself.
+// Passive waiting: idle OpenMP threads sleep instead of spinning. On a 2-core machine a spinning thread that shares
+// a core with any other busy process (the data workers, a second job) slows a step down by up to 10x; sleeping
+// costs ~15% on an otherwise idle machine. Set OMP_WAIT_POLICY yourself to choose otherwise.
+void engine_prefer_passive_wait(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);  // only returns on failure: then we simply run with the default policy
 }

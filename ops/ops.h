@@ -16,5 +16,7 @@ void engine_set_threads(int n);
 int engine_threads(void);
 // One line naming the BLAS, the thread count and whether CUDA is available (printed by the drivers at start).
 void engine_describe(char *buf, int size);
+// Re-executes the program with OMP_WAIT_POLICY=passive unless the user set a policy (see engine.c for why).
+void engine_prefer_passive_wait(char **argv);
 
 #endif
