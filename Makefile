@@ -65,6 +65,9 @@ $(BUILD)/eval: $(BUILD)/eval.o $(LIB_OBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_runner: $(TEST_OBJ) $(LIB_OBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+# compiled and linked in one go: build/bench is the program, so no build/bench/ folder can hold its object
+$(BUILD)/bench: bench/bench.c $(LIB_OBJ)
+	$(CC) $(CFLAGS) -MMD -MP -MF $(BUILD)/bench.d $^ -o $@ $(LDLIBS)
 
 test: all
 	$(BUILD)/test_runner
@@ -80,8 +83,8 @@ test-asan:
 test-gpu: all
 	$(BUILD)/test_runner gpu
 
-bench: all
-	bash bench/run.sh
+bench: all $(BUILD)/bench
+	bash bench/run.sh $(BUILD)
 
 # ---- system packages ----
 PACKAGES = libopenblas-openmp-dev zlib1g-dev libstb-dev
