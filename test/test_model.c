@@ -35,7 +35,7 @@ static int model_shapes(void) {
     for (int s = 0; s < 3; s++) {
         AmdimConfig c = small_config(sizes[s], 3, 4, 64, 2, 1);
         Amdim m;
-        char err[256];
+        char err[256] = "";
         fails += check_true(amdim_init(&m, &c, DEV_CPU, 1, err, sizeof err) == 0, "build input %d", sizes[s]);
         Rng rng;
         rng_seed(&rng, 2);
@@ -58,7 +58,7 @@ static int model_parameter_counts(void) {
     AmdimConfig c;
     amdim_config_preset(&c, "cifar-small");
     Amdim m;
-    char err[256];
+    char err[256] = "";
     if (amdim_init(&m, &c, DEV_CPU, 1, err, sizeof err)) return check_true(false, "%s", err);
     long encoder = 0, heads = 0, unused_bn = 0;
     for (int i = 0; i < m.ps.count; i++) {
@@ -81,7 +81,7 @@ static int model_parameter_counts(void) {
 static int model_zero_init(void) {
     AmdimConfig c = small_config(32, 1, 4, 32, 1, 1);
     Amdim m;
-    char err[256];
+    char err[256] = "";
     amdim_init(&m, &c, DEV_CPU, 3, err, sizeof err);
     float sum = 0;
     for (int b = 0; b < m.n_blocks; b++)
@@ -228,7 +228,7 @@ static void train_steps(Amdim *m, Adam *opt, long first, long n, float *losses) 
 
 static int model_resume_bit_exact(void) {
     AmdimConfig c = small_config(32, 1, 4, 32, 2, 2);
-    char err[512], path[] = "/tmp/amdim_resume_XXXXXX";
+    char err[512] = "", path[] = "/tmp/amdim_resume_XXXXXX";
     int fd = mkstemp(path);
     close(fd);
     float straight[6], resumed[6];

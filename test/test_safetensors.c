@@ -40,7 +40,7 @@ static void write_raw(const char *path, const char *json, long forced_header_len
 
 // st_read must fail, with one line that names the file and contains keyword
 static int expect_rejected(const char *what, const char *path, const char *keyword) {
-    char err[512];
+    char err[512] = "";
     SafeTensors *st = st_read(path, err, sizeof err);
     int fails = check_true(!st && strstr(err, path) && strstr(err, keyword) && !strchr(err, '\n'),
                            "%-28s -> %s", what, st ? "(accepted)" : err);
@@ -71,7 +71,7 @@ static int shape_is(const SafeTensors *st, const char *name, int ndim, const int
 static const char *ODD_NAME = "quote\" back\\slash\nnewline\ttab\x01 caf\xc3\xa9";
 
 static int round_trip(void) {
-    char path[256], err[512];
+    char path[256], err[512] = "";
     temp_path(path, sizeof path, "roundtrip");
     Rng rng;
     rng_seed(&rng, 11);
@@ -146,7 +146,7 @@ static int save_one(const char *path, float value, char *err, int err_size) {
 }
 
 static float read_one(const char *path) {
-    char err[512];
+    char err[512] = "";
     SafeTensors *st = st_read(path, err, sizeof err);
     const float *v = st ? st_get(st, "value", NULL, NULL) : NULL;
     float value = v ? *v : NAN;
@@ -155,7 +155,7 @@ static float read_one(const char *path) {
 }
 
 static int atomic_save(void) {
-    char path[256], tmp[300], err[512];
+    char path[256], tmp[300], err[512] = "";
     temp_path(path, sizeof path, "atomic");
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     unlink(path);
@@ -236,7 +236,7 @@ static int bad_files(void) {
 // ---- robustness: every truncation and many corrupted headers fail cleanly or read consistently ----
 
 static int read_mutant(const char *path, const unsigned char *bytes, size_t n, bool *named) {
-    char err[512];
+    char err[512] = "";
     write_bytes(path, bytes, n);
     SafeTensors *st = st_read(path, err, sizeof err);
     if (!st) { *named = *named && strstr(err, path) && !strchr(err, '\n'); return 0; }
@@ -255,7 +255,7 @@ static int read_mutant(const char *path, const unsigned char *bytes, size_t n, b
 }
 
 static int corrupted_files(void) {
-    char path[256], err[512];
+    char path[256], err[512] = "";
     temp_path(path, sizeof path, "corrupt");
     float data[12];
     for (int i = 0; i < 12; i++) data[i] = (float)i;
