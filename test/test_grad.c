@@ -9,7 +9,7 @@
 #include "../tensor/device.h"
 #include "test.h"
 
-static const GradTol TOL_SMOOTH = {.atol = 2e-3, .rtol = 1e-2, .eps = 1e-2};
+static const GradTol TOL_SMOOTH = {.atol = 1e-4, .rtol = 1e-3, .eps = 1e-2};
 
 // ---- elementwise ----
 typedef struct { UnaryOp op; } UnaryCtx;
