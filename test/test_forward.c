@@ -105,7 +105,12 @@ static int forward_soak_10k_steps(void) {
     int fails = check_true(pool_end == pool_100 && cached_end == cached_100,
                            "pool after step 100: %zu B in use, %zu B cached; after step 10000: %zu / %zu", pool_100,
                            cached_100, pool_end, cached_end);
+#ifdef __SANITIZE_ADDRESS__
+    // ASan keeps freed blocks in its quarantine (up to 256 MB), so the RSS says nothing here; the pool check stands
+    printf("    (RSS not checked under AddressSanitizer: %ld KiB -> %ld KiB)\n", rss_100, rss_end);
+#else
     fails += check_true(rss_end - rss_100 < 1024, "RSS after step 100: %ld KiB, after step 10000: %ld KiB", rss_100, rss_end);
+#endif
     fails += check_true(isfinite(last), "loss finite over 10000 steps (%.4f -> %.4f)", first, last);
     tensor_free(x);
     adam_free(&opt);
