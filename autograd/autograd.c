@@ -80,7 +80,9 @@ void backward(Tensor *loss) {
     dev_copy(tensor_grad(loss), loss->device, &one, DEV_CPU, sizeof(float));
     for (long i = tape.n_nodes - 1; i >= 0; i--) {
         Node *n = tape.nodes[i];
-        if (n->out->grad) n->backward(n);  // nodes the loss does not depend on have no output grad
+        if (!n->out->grad) continue;  // nodes the loss does not depend on have no output grad
+        n->backward(n);
+        tensor_free_grad(n->out);     // every consumer of out came later on the tape and is done with it
     }
 }
 

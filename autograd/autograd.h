@@ -7,6 +7,9 @@
 // Rules:
 //   * Gradients ALWAYS accumulate (+=). Backward kernels add into d-inputs; nobody overwrites a .grad.
 //     Parameter gradients are therefore zeroed once per step (optimizer), before the forward pass.
+//   * backward() frees the gradient of every op output as soon as its node has passed it on (its consumers came
+//     later on the tape, so they are done): after backward only leaves (parameters, inputs) hold a .grad. This
+//     halves peak memory - activations and their gradients are never all alive at once.
 //   * Every tensor an op returns, and every tensor it saves, is owned by the tape. tape_clear() frees them all
 //     (data, grads, nodes), which is what keeps memory flat over thousands of steps: call it once per step,
 //     after backward and after you have read the scalars you want to log.

@@ -113,6 +113,12 @@ float *tensor_grad(Tensor *t) {
     return t->grad;
 }
 
+void tensor_free_grad(Tensor *t) {
+    if (t->grad && t->owns_grad) dev_free(t->device, t->grad, (size_t)t->numel * sizeof(float));
+    t->grad = NULL;
+    t->owns_grad = false;
+}
+
 void tensor_zero_grad(Tensor *t) {
     if (t->grad) dev_zero(t->device, t->grad, (size_t)t->numel * sizeof(float));
 }

@@ -55,6 +55,7 @@ void tensor_copy_from_host(Tensor *t, const float *host);
 float tensor_item(const Tensor *t);                                   // value of a 1-element tensor
 float *tensor_grad(Tensor *t);                                        // allocates a zeroed grad if missing
 void tensor_zero_grad(Tensor *t);
+void tensor_free_grad(Tensor *t);                                     // drops an owned grad (NULL again)
 bool tensor_same_shape(const Tensor *a, const Tensor *b);
 long tensor_numel_of(int ndim, const int *shape);
 void tensor_print(const Tensor *t, const char *name);                 // debug print (first values + stats)
