@@ -21,7 +21,8 @@ typedef struct {
     long epochs, steps;
     float lr, mix_tau, mix_alpha;
     int warmup;
-    char decay_epochs[64];
+    double decay_at[8];   // epochs (fractions allowed) after which the lr is multiplied by 0.2
+    int n_decays;
     uint64_t seed;
     double ckpt_every;
     bool resume;
@@ -37,7 +38,7 @@ static void usage(FILE *out) {
         "  --batch N          images per step (default 64; each gives two views)\n"
         "  --epochs N         epochs to train (default 1)   --steps N   stop after N steps instead\n"
         "  --lr X             Adam learning rate (default 2e-4)  --warmup N  linear warm-up steps (default 500)\n"
-        "  --decay-epochs A,B multiply the lr by 0.2 after each of these epochs (default none)\n"
+        "  --decay-epochs A,B multiply the lr by 0.2 after each of these epochs, fractions allowed (default none)\n"
         "  --mixtures K       mixture components (default 1 = off)  --mix-tau X (1.0)  --mix-alpha X (0.05)\n"
         "  --seed N           (default 1)  --threads N (default 2)  --workers N  data threads (default 2)\n"
         "  --device cpu|cuda  (default cpu)\n"
@@ -69,6 +70,22 @@ static float parse_float(const char *flag, const char *v, float lo, float hi) {
     return x;
 }
 
+// --decay-epochs A,B,...: up to 8 positive numbers
+static void parse_decays(Args *a, const char *v) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", v);
+    a->n_decays = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        char *end;
+        double x = strtod(tok, &end);
+        if (end == tok || *end || !(x > 0 && x < 1e6) || a->n_decays == 8) {
+            fprintf(stderr, "train: --decay-epochs expects up to 8 positive numbers separated by commas, got '%s'\n", v);
+            exit(2);
+        }
+        a->decay_at[a->n_decays++] = x;
+    }
+}
+
 static Args parse_args(int argc, char **argv) {
     Args a = {.dataset = "fashion-mnist", .preset = "tiny", .run_dir = "runs/default", .device = "cpu",
               .batch = 64, .threads = 2, .workers = 2, .mixtures = 1, .log_every = 20, .epochs = 1,
@@ -95,7 +112,7 @@ static Args parse_args(int argc, char **argv) {
         else if (!strcmp(f, "--steps")) a.steps = parse_long(f, v, 1, 1L << 40);
         else if (!strcmp(f, "--lr")) a.lr = parse_float(f, v, 0, 10);
         else if (!strcmp(f, "--warmup")) a.warmup = (int)parse_long(f, v, 0, 1 << 30);
-        else if (!strcmp(f, "--decay-epochs")) snprintf(a.decay_epochs, sizeof a.decay_epochs, "%s", v);
+        else if (!strcmp(f, "--decay-epochs")) parse_decays(&a, v);
         else if (!strcmp(f, "--mixtures")) a.mixtures = (int)parse_long(f, v, 1, 64);
         else if (!strcmp(f, "--mix-tau")) a.mix_tau = parse_float(f, v, 0, 1000);
         else if (!strcmp(f, "--mix-alpha")) a.mix_alpha = parse_float(f, v, 0, 1000);
@@ -125,13 +142,11 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// lr at update t (0-based) in epoch e: linear warm-up, then x0.2 after each decay epoch
-static float learning_rate(const Args *a, long t, long epoch) {
+// lr at update t (0-based): linear warm-up, then x0.2 once t has passed each decay point (in epochs of updates)
+static float learning_rate(const Args *a, long t, long per_epoch) {
     float lr = a->lr * (a->warmup > 0 && t < a->warmup ? (float)(t + 1) / (float)a->warmup : 1.0f);
-    char buf[64];
-    snprintf(buf, sizeof buf, "%s", a->decay_epochs);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
-        if (epoch > atol(tok)) lr *= 0.2f;
+    for (int i = 0; i < a->n_decays; i++)
+        if (t >= a->decay_at[i] * per_epoch) lr *= 0.2f;
     return lr;
 }
 
@@ -254,7 +269,7 @@ int main(int argc, char **argv) {
         paramset_zero_grad(&model.ps);
         AmdimLoss L = amdim_loss(&model, x1, x2, batch->labels, idx1, idx2, &rng);
         backward(L.total);
-        opt.lr = learning_rate(&a, st.step, batch->epoch);
+        opt.lr = learning_rate(&a, st.step, per_epoch);
         adam_update(&opt, &model.ps);
         float total = tensor_item(L.total);
         int n_lab = 0;

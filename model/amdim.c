@@ -247,18 +247,17 @@ void amdim_free(Amdim *m) { paramset_free(&m->ps); }
 
 // residual unit: out = conv1x1(relu(conv_kxk,s(x))) + channel_pad(avgpool_k,s(x))
 static Tensor *residual_unit(const Block *b, Tensor *x) {
-    Tensor *h = op_relu(op_conv2d(x, b->w1, NULL, b->stride, 0));
-    Tensor *r = op_conv2d(h, b->w2, NULL, 1, 0);
+    Tensor *h = op_conv2d_relu(x, b->w1, NULL, b->stride, 0);
     Tensor *shortcut = (b->k == 1 && b->stride == 1) ? x : op_avgpool2d(x, b->k, b->stride);
     if (b->cout > b->cin) shortcut = op_channel_pad(shortcut, b->cout);
-    return op_add(r, shortcut);
+    return op_conv2d_add(h, b->w2, NULL, 1, 0, shortcut);
 }
 
 static Tensor *run_block(const Block *b, Tensor *x, bool training) {
     switch (b->kind) {
         case BLOCK_STEM:
             if (b->pad) x = op_reflect_pad2d(x, b->pad);
-            return op_relu(op_conv2d(x, b->w1, b->bias, b->stride, 0));
+            return op_conv2d_relu(x, b->w1, b->bias, b->stride, 0);
         case BLOCK_RU: return residual_unit(b, x);
         default: return op_batchnorm(x, b->gamma, b->beta, b->running_mean, b->running_var, training);
     }
@@ -266,9 +265,9 @@ static Tensor *run_block(const Block *b, Tensor *x, bool training) {
 
 // phi head: BN(conv1x1(relu(conv1x1(x))) + shortcut(x)), per location
 static Tensor *run_head(const Head *h, Tensor *x, bool training) {
-    Tensor *g = op_conv2d(op_relu(op_conv2d(x, h->conv1, NULL, 1, 0)), h->conv2, NULL, 1, 0);
-    Tensor *s = op_conv2d(x, h->shortcut_w, h->shortcut_b, 1, 0);
-    return op_batchnorm(op_add(g, s), h->gamma, h->beta, h->running_mean, h->running_var, training);
+    Tensor *g = op_conv2d(op_conv2d_relu(x, h->conv1, NULL, 1, 0), h->conv2, NULL, 1, 0);
+    Tensor *gs = op_conv2d_add(x, h->shortcut_w, h->shortcut_b, 1, 0, g);  // g + shortcut(x)
+    return op_batchnorm(gs, h->gamma, h->beta, h->running_mean, h->running_var, training);
 }
 
 Features amdim_encode(Amdim *m, Tensor *x, bool training, bool with_heads) {

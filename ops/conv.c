@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../tensor/device.h"
+#include "elementwise.h"
 #include "linalg.h"
 
 // GEMMs get at least this many columns when the batch allows, with the im2col buffer kept under the float cap
@@ -39,10 +40,14 @@ static void im2col(float *col, const float *x, int G, int C, int H, int W, int K
                 int ih = oh * stride - pad + ki;
                 float *row = dst + (long)oh * Wo;
                 if (ih < 0 || ih >= H) { memset(row, 0, (size_t)Wo * sizeof(float)); continue; }
-                for (int ow = 0; ow < Wo; ow++) {
-                    int iw = ow * stride - pad + kj;
-                    row[ow] = iw >= 0 && iw < W ? plane[(long)ih * W + iw] : 0.0f;
-                }
+                const float *in_row = plane + (long)ih * W;
+                if (pad == 0 && stride == 1) memcpy(row, in_row + kj, (size_t)Wo * sizeof(float));  // the model's convs
+                else if (pad == 0) for (int ow = 0; ow < Wo; ow++) row[ow] = in_row[ow * stride + kj];
+                else
+                    for (int ow = 0; ow < Wo; ow++) {
+                        int iw = ow * stride - pad + kj;
+                        row[ow] = iw >= 0 && iw < W ? in_row[iw] : 0.0f;
+                    }
             }
         }
     }
@@ -63,9 +68,15 @@ static void col2im_add(float *dx, const float *dcol, int G, int C, int H, int W,
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * stride - pad + ki;
                     if (ih < 0 || ih >= H) continue;
+                    float *out_row = plane + (long)ih * W;
+                    const float *s = src + (long)oh * Wo;
+                    if (pad == 0) {  // no bounds to check
+                        for (int ow = 0; ow < Wo; ow++) out_row[ow * stride + kj] += s[ow];
+                        continue;
+                    }
                     for (int ow = 0; ow < Wo; ow++) {
                         int iw = ow * stride - pad + kj;
-                        if (iw >= 0 && iw < W) plane[(long)ih * W + iw] += src[(long)oh * Wo + ow];
+                        if (iw >= 0 && iw < W) out_row[iw] += s[ow];
                     }
                 }
             }
@@ -272,35 +283,68 @@ void channel_pad_backward_cpu(float *dx, const float *dout, int N, int C, int Co
 
 // ---- autograd ops ----
 
-// in: x, w, b (b may be NULL); iarg: N, C, H, W, Co, K, stride, pad
+// conv2d with its epilogue: out = relu?(conv(x) + b + residual). Folding the residual add and the ReLU into the
+// convolution leaves one tensor on the tape where there were two or three, which is most of what a residual
+// encoder keeps for backward. Only existing kernels are used, so the CUDA path is the same code.
+// in: x, w, b, residual (b and residual may be NULL); iarg: N, C, H, W, Co, K, stride, pad, relu
 static void conv2d_backward_node(Node *n) {
-    Tensor *x = n->in[0], *w = n->in[1];
+    Tensor *x = n->in[0], *w = n->in[1], *out = n->out;
     const int *a = n->iarg;
-    KERNEL(x->device, conv2d_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), n->out->grad, x->data,
-                                       w->data, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+    float *dres = input_grad(n, 3);
+    if (dres) KERNEL(out->device, axpy)(dres, out->grad, 1.0f, out->numel);
+    const float *dz = out->grad;  // d(loss)/d(conv output)
+    float *masked = NULL;
+    size_t bytes = (size_t)out->numel * sizeof(float);
+    if (a[8]) {  // ReLU: dz = dout where out > 0 (the same mask as relu's own backward)
+        masked = dev_alloc(out->device, bytes);
+        dev_zero(out->device, masked, bytes);
+        KERNEL(out->device, unary_backward)(UNARY_RELU, masked, out->grad, out->data, out->data, out->numel);
+        dz = masked;
+    }
+    KERNEL(x->device, conv2d_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), dz, x->data, w->data,
+                                       a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+    if (masked) dev_free(out->device, masked, bytes);
 }
 
-Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *b, int stride, int pad) {
-    CHECK(x->ndim == 4, "conv2d: x must be (N, C, H, W), got %d dims", x->ndim);
-    CHECK(w->ndim == 4 && w->shape[2] == w->shape[3], "conv2d: w must be (Co, C, K, K)");
+static Tensor *conv2d_fused(const char *name, Tensor *x, Tensor *w, Tensor *b, int stride, int pad,
+                            Tensor *residual, bool relu) {
+    CHECK(x->ndim == 4, "%s: x must be (N, C, H, W), got %d dims", name, x->ndim);
+    CHECK(w->ndim == 4 && w->shape[2] == w->shape[3], "%s: w must be (Co, C, K, K)", name);
     int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Co = w->shape[0], K = w->shape[2];
-    CHECK(w->shape[1] == C, "conv2d: x has %d channels but w expects %d", C, w->shape[1]);
-    CHECK(!b || b->numel == Co, "conv2d: bias has %ld values for %d output channels", b ? b->numel : 0, Co);
-    CHECK(stride >= 1 && pad >= 0, "conv2d: stride %d must be >= 1 and pad %d >= 0", stride, pad);
+    CHECK(w->shape[1] == C, "%s: x has %d channels but w expects %d", name, C, w->shape[1]);
+    CHECK(!b || b->numel == Co, "%s: bias has %ld values for %d output channels", name, b ? b->numel : 0, Co);
+    CHECK(stride >= 1 && pad >= 0, "%s: stride %d must be >= 1 and pad %d >= 0", name, stride, pad);
     CHECK(H + 2 * pad >= K && W + 2 * pad >= K,
-          "conv2d: %dx%d kernel larger than the %dx%d input padded by %d (output would be empty)", K, K, H, W, pad);
-    CHECK(x->device == w->device && (!b || b->device == x->device), "conv2d: operands on different devices");
+          "%s: %dx%d kernel larger than the %dx%d input padded by %d (output would be empty)", name, K, K, H, W, pad);
+    CHECK(x->device == w->device && (!b || b->device == x->device) && (!residual || residual->device == x->device),
+          "%s: operands on different devices", name);
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     Tensor *out = tape_tensor(x->device, SHAPE(N, Co, Ho, Wo));
+    CHECK(!residual || tensor_same_shape(residual, out), "%s: residual shape differs from the (%d, %d, %d, %d) output",
+          name, N, Co, Ho, Wo);
     KERNEL(x->device, conv2d_forward)(out->data, x->data, w->data, b ? b->data : NULL, N, C, H, W, Co, K, stride,
                                       pad);
-    Tensor *in[3] = {x, w, b};
-    Node *n = tape_record("conv2d", conv2d_backward_node, out, 3, in);
+    if (residual) KERNEL(x->device, binary_forward)(BINARY_ADD, out->data, out->data, residual->data, out->numel);
+    if (relu) KERNEL(x->device, unary_forward)(UNARY_RELU, out->data, out->data, out->numel);
+    Tensor *in[4] = {x, w, b, residual};
+    Node *n = tape_record(name, conv2d_backward_node, out, 4, in);
     if (n) {
-        int args[8] = {N, C, H, W, Co, K, stride, pad};
+        int args[9] = {N, C, H, W, Co, K, stride, pad, relu};
         memcpy(n->iarg, args, sizeof args);
     }
     return out;
+}
+
+Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *b, int stride, int pad) {
+    return conv2d_fused("conv2d", x, w, b, stride, pad, NULL, false);
+}
+
+Tensor *op_conv2d_relu(Tensor *x, Tensor *w, Tensor *b, int stride, int pad) {
+    return conv2d_fused("conv2d_relu", x, w, b, stride, pad, NULL, true);
+}
+
+Tensor *op_conv2d_add(Tensor *x, Tensor *w, Tensor *b, int stride, int pad, Tensor *residual) {
+    return conv2d_fused("conv2d_add", x, w, b, stride, pad, residual, false);
 }
 
 // iarg: N, C, H, W, K, stride

@@ -26,6 +26,9 @@ DECLARE_KERNEL(void, channel_pad_backward, (float *dx, const float *dout, int N,
 KERNELS_END
 
 Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *b, int stride, int pad);  // b may be NULL
+// the same convolution with its epilogue fused (one tape tensor instead of two): relu(conv(x) + b), conv(x) + b + r
+Tensor *op_conv2d_relu(Tensor *x, Tensor *w, Tensor *b, int stride, int pad);
+Tensor *op_conv2d_add(Tensor *x, Tensor *w, Tensor *b, int stride, int pad, Tensor *residual);  // r: output's shape
 Tensor *op_avgpool2d(Tensor *x, int k, int stride);
 Tensor *op_reflect_pad2d(Tensor *x, int pad);
 Tensor *op_channel_pad(Tensor *x, int channels_out);  // x: (N, C, H, W) -> (N, Co, H, W)

@@ -285,6 +285,10 @@ static Tensor *build_conv(Tensor **in, void *ctx) {
     return op_conv2d(in[0], in[1], c->bias ? in[2] : NULL, c->stride, c->pad);
 }
 
+static Tensor *build_conv_fused(Tensor **in, void *ctx) {  // stride 2, pad 1
+    return *(bool *)ctx ? op_conv2d_relu(in[0], in[1], in[2], 2, 1) : op_conv2d_add(in[0], in[1], in[2], 2, 1, in[3]);
+}
+
 static int compare_conv(const char *name, Rng *rng, int N, int C, int H, int Co, int K, ConvCase c) {
     Tensor *in[3] = {test_tensor(rng, true, -1, 1, SHAPE(N, C, H, H)),
                      test_tensor(rng, true, -1, 1, SHAPE(Co, C, K, K)), test_tensor(rng, true, -1, 1, SHAPE(Co))};
@@ -309,6 +313,14 @@ static int gpu_conv(void) {
     }
     // the plain-GEMM path (1x1, stride 1, no padding) with more channels and no bias
     fails += compare_conv("conv 1x1 C16 Co8 no bias", &rng, 3, 16, 5, 8, 1, (ConvCase){1, 0, false});
+    // the fused epilogues: relu(conv + b) and conv + b + residual
+    Tensor *in[4] = {test_tensor(&rng, true, -1, 1, SHAPE(2, 3, 9, 9)), test_tensor(&rng, true, -1, 1, SHAPE(4, 3, 3, 3)),
+                     test_tensor(&rng, true, -1, 1, SHAPE(4)), test_tensor(&rng, true, -1, 1, SHAPE(2, 4, 5, 5))};
+    static const char *const XWBR[] = {"x", "w", "b", "residual"};
+    bool relu = true, add = false;
+    fails += compare_devices("conv2d_relu k3 s2 p1", build_conv_fused, &relu, in, XWBR, 3, TOL_GEMM);
+    fails += compare_devices("conv2d_add k3 s2 p1", build_conv_fused, &add, in, XWBR, 4, TOL_GEMM);
+    for (int k = 0; k < 4; k++) tensor_free(in[k]);
 #ifdef USE_CUDA
     // a workspace of two images: chunks of 2, 2 and 1 images (the last one ragged)
     long keep = conv_cuda_workspace_limit();

@@ -138,6 +138,101 @@ static int grad_conv(void) {
     return fails;
 }
 
+// ---- conv2d with a fused epilogue: relu(conv(x) + b), conv(x) + b + r ----
+typedef struct { int stride, pad; bool relu; } FusedCase;
+
+static Tensor *build_conv_fused(Tensor **in, void *ctx) {
+    FusedCase *c = ctx;
+    return c->relu ? op_conv2d_relu(in[0], in[1], in[2], c->stride, c->pad)
+                   : op_conv2d_add(in[0], in[1], in[2], c->stride, c->pad, in[3]);
+}
+
+static Tensor *build_conv_unfused(Tensor **in, void *ctx) {
+    FusedCase *c = ctx;
+    Tensor *z = op_conv2d(in[0], in[1], in[2], c->stride, c->pad);
+    return c->relu ? op_relu(z) : op_add(z, in[3]);
+}
+
+// Inputs for conv2d_relu whose pre-activations all sit at least 0.05 from the kink: one finite-difference step
+// (1e-2 on one element in [-1, 1]) moves an output by at most 1e-2, so no difference straddles 0.
+static void draw_away_from_kink(Rng *rng, Tensor **in, FusedCase *c) {
+    for (int tries = 0; tries < 1000; tries++) {
+        for (int k = 0; k < 3; k++) tensor_fill_uniform(in[k], rng, -1, 1);
+        autograd_set_grad_enabled(false);
+        Tensor *z = op_conv2d(in[0], in[1], in[2], c->stride, c->pad);
+        float least = INFINITY;
+        for (long i = 0; i < z->numel; i++) least = fminf(least, fabsf(z->data[i]));
+        tape_clear();
+        autograd_set_grad_enabled(true);
+        if (least >= 0.05f) return;
+    }
+    CHECK(false, "no draw kept the conv2d_relu test away from the kink");
+}
+
+static int grad_conv_fused(void) {
+    Rng rng;
+    rng_seed(&rng, 17);
+    int fails = 0;
+    // (N, C, H, W) -> Co, K: small enough that a draw away from the kink comes quickly
+    const struct { const char *name; int N, C, H, W, Co, K; FusedCase c; } cases[] = {
+        {"conv2d_relu k3 s1 p1 4x4", 2, 2, 4, 4, 3, 3, {1, 1, true}},
+        {"conv2d_relu k1 s1 p0 (pointwise)", 2, 3, 2, 3, 2, 1, {1, 0, true}},
+        {"conv2d_add k4 s2 p0 6x6", 2, 3, 6, 6, 4, 4, {2, 0, false}},
+        {"conv2d_add k1 on 1x1 maps", 3, 5, 1, 1, 4, 1, {1, 0, false}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        FusedCase c = cases[i].c;
+        int N = cases[i].N, C = cases[i].C, H = cases[i].H, W = cases[i].W, Co = cases[i].Co, K = cases[i].K;
+        int Ho = (H + 2 * c.pad - K) / c.stride + 1, Wo = (W + 2 * c.pad - K) / c.stride + 1;
+        Tensor *in[4] = {test_tensor(&rng, true, -1, 1, SHAPE(N, C, H, W)),
+                         test_tensor(&rng, true, -1, 1, SHAPE(Co, C, K, K)), test_tensor(&rng, true, -1, 1, SHAPE(Co)),
+                         test_tensor(&rng, true, -1, 1, SHAPE(N, Co, Ho, Wo))};
+        if (c.relu) draw_away_from_kink(&rng, in, &c);
+        fails += gradcheck(cases[i].name, build_conv_fused, &c, in, c.relu ? 3 : 4, TOL);
+        free_all(in, 4);
+    }
+    return fails;
+}
+
+// the fused ops against the ops they replace: equal outputs and equal gradients (the same float operations)
+static int conv_fused_vs_unfused(void) {
+    Rng rng;
+    rng_seed(&rng, 19);
+    int fails = 0;
+    for (int relu = 0; relu <= 1; relu++) {
+        FusedCase c = {2, 1, relu};
+        Tensor *in[4] = {test_tensor(&rng, true, -1, 1, SHAPE(3, 4, 7, 7)), test_tensor(&rng, true, -1, 1, SHAPE(5, 4, 3, 3)),
+                         test_tensor(&rng, true, -1, 1, SHAPE(5)), test_tensor(&rng, true, -1, 1, SHAPE(3, 5, 4, 4))};
+        int n_in = relu ? 3 : 4;
+        float *want[5], *got[5];
+        for (int pass = 0; pass < 2; pass++) {
+            for (int k = 0; k < n_in; k++) tensor_zero_grad(in[k]);
+            Tensor *out = (pass ? build_conv_fused : build_conv_unfused)(in, &c);
+            Tensor *loss = op_sum(op_mul(out, out), -1);  // d/d out = 2 out: a gradient that depends on every output
+            backward(loss);
+            float **dst = pass ? got : want;
+            dst[0] = malloc(sizeof(float) * out->numel);
+            memcpy(dst[0], out->data, sizeof(float) * out->numel);
+            for (int k = 0; k < n_in; k++) {
+                dst[k + 1] = malloc(sizeof(float) * in[k]->numel);
+                memcpy(dst[k + 1], in[k]->grad, sizeof(float) * in[k]->numel);
+            }
+            tape_clear();
+        }
+        const char *names[] = {"out", "dx", "dw", "db", "dr"};
+        long sizes[] = {3 * 5 * 4 * 4, in[0]->numel, in[1]->numel, in[2]->numel, in[3]->numel};
+        char what[64];
+        for (int k = 0; k <= n_in; k++) {
+            snprintf(what, sizeof what, "%s: fused == unfused %s", relu ? "conv2d_relu" : "conv2d_add", names[k]);
+            fails += check_close(what, got[k], want[k], sizes[k], 0, 0);
+            free(got[k]);
+            free(want[k]);
+        }
+        free_all(in, 4);
+    }
+    return fails;
+}
+
 // direct loops in double: out (N, Co, Ho, Wo), and the three gradients of sum(out * dout)
 static void conv_reference(double *out, double *dx, double *dw, double *db, const float *dout, const float *x,
                            const float *w, const float *b, const ConvCase *c) {
@@ -472,11 +567,13 @@ void register_grad_conv_tests(void) {
     test_register("grad", "matmul, four transpose combinations", grad_matmul);
     test_register("grad", "linear with and without bias", grad_linear);
     test_register("grad", "conv2d edge cases", grad_conv);
+    test_register("grad", "conv2d with fused relu / residual add", grad_conv_fused);
     test_register("grad", "avgpool, reflect pad, channel pad", grad_spatial);
     test_register("grad", "batchnorm train and eval", grad_batchnorm);
     test_register("forward", "conv2d by hand", conv_forward_by_hand);
     test_register("forward", "conv2d against direct loops (every kernel path)", conv_vs_direct_loops);
     test_register("forward", "conv2d backward accumulates", conv_backward_accumulates);
+    test_register("forward", "fused conv2d_relu / conv2d_add equal the ops they replace", conv_fused_vs_unfused);
     test_register("forward", "conv2d backward is deterministic", conv_backward_deterministic);
     test_register("forward", "avgpool, reflect pad, channel pad by hand", spatial_forward_by_hand);
     test_register("forward", "batchnorm output and running stats by hand", batchnorm_forward_by_hand);
