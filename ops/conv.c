@@ -3,16 +3,23 @@
 //
 // Images are processed in groups of G: the im2col columns of G images sit side by side, so one GEMM
 // w (Co, C*K*K) x col (C*K*K, G*P) covers the group. Small output maps (P = 1, 9, 25) would otherwise give one
-// matrix-vector product per image. G depends only on the shapes, so sums run in the same order on every call.
+// matrix-vector product per image. Threads split the batch by groups (see conv_plan). G depends only on the shapes
+// and the thread count, so sums run in the same order on every call with the same threads.
 // 1x1 stride-1 unpadded convolutions need no im2col: on 1x1 maps the batch is one (N, C) x (C, Co) GEMM, on big
-// maps each image is a GEMM on x itself, and in between the group's columns are a plain channel-major copy.
+// maps (G = 1) each image is a GEMM on x itself, and in between the group's columns are a plain channel-major copy.
 #include "conv.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "../tensor/device.h"
 #include "elementwise.h"
 #include "linalg.h"
+#include "ops.h"
 
 // GEMMs get at least this many columns when the batch allows, with the im2col buffer kept under the float cap
 #define CONV_TARGET_COLS 1024L
@@ -111,6 +118,43 @@ static void group_add_to_batch(float *dx, const float *grp, int G, int C, long P
     }
 }
 
+// How a call splits the batch: groups of G images, and `threads` threads that each take a contiguous run of
+// groups (static schedule) with their own workspace. Inside the parallel region every OpenBLAS call runs on its
+// calling thread alone, so a small convolution pays one thread fork/join per call instead of one per GEMM, and
+// im2col / col2im run in parallel too. With a single group the one GEMM uses all threads instead.
+typedef struct { int G, n_groups, threads; } ConvPlan;
+
+static ConvPlan conv_plan(int N, long ckk, long P) {
+    ConvPlan p;
+    int T = engine_threads();
+    p.G = conv_group_size(N, ckk, P);
+    if (T > 1 && p.G * T > N) p.G = (N + T - 1) / T;  // at least one group per thread when the batch allows
+    p.n_groups = (N + p.G - 1) / p.G;
+    p.threads = p.n_groups < T ? p.n_groups : T;
+    return p;
+}
+
+// One workspace for every CPU convolution, grown to the largest call so far and kept for the next: the caching
+// pool only reuses blocks of exactly the same size, and every conv shape would ask for a different one.
+static float *conv_workspace(size_t bytes) {
+    static float *buf;
+    static size_t capacity;
+    if (bytes > capacity) {
+        free(buf);
+        buf = xmalloc(bytes);
+        capacity = bytes;
+    }
+    return buf;
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 // out: (N, Co, Ho, Wo); x: (N, C, H, W); w: (Co, C*K*K); b: (Co) or NULL
 void conv2d_forward_cpu(float *out, const float *x, const float *w, const float *b, int N, int C, int H, int W,
                         int Co, int K, int stride, int pad) {
@@ -119,15 +163,15 @@ void conv2d_forward_cpu(float *out, const float *x, const float *w, const float 
     bool pointwise = K == 1 && stride == 1 && pad == 0;  // x itself is the column matrix, no im2col
     if (pointwise && P == 1) {
         gemm_cpu(false, true, N, Co, C, 1.0f, x, w, 0.0f, out);  // (N, Co) = x (N, C) w^T
-    } else if (pointwise && P >= CONV_TARGET_COLS) {
-        for (int n = 0; n < N; n++)  // (Co, P) = w (Co, C) x[n] (C, P)
-            gemm_cpu(false, false, Co, (int)P, C, 1.0f, w, x + n * ckk * P, 0.0f, out + n * Co * P);
     } else {
-        int G = conv_group_size(N, ckk, P);
-        size_t col_bytes = (size_t)(ckk * G * P) * sizeof(float), grp_bytes = (size_t)(Co * G * P) * sizeof(float);
-        float *col = dev_alloc(DEV_CPU, col_bytes), *grp = G > 1 ? dev_alloc(DEV_CPU, grp_bytes) : NULL;
-        for (int n0 = 0; n0 < N; n0 += G) {
-            int g = N - n0 < G ? N - n0 : G;
+        ConvPlan plan = conv_plan(N, ckk, P);
+        long per_thread = (ckk + Co) * plan.G * P;  // column buffer + output in group layout
+        size_t bytes = (size_t)(per_thread * plan.threads) * sizeof(float);
+        float *ws = conv_workspace(bytes);
+        #pragma omp parallel for schedule(static) num_threads(plan.threads) if (plan.threads > 1)
+        for (int gi = 0; gi < plan.n_groups; gi++) {
+            float *col = ws + thread_id() * per_thread, *grp = col + ckk * plan.G * P;
+            int n0 = gi * plan.G, g = N - n0 < plan.G ? N - n0 : plan.G;
             const float *xg = x + (long)n0 * C * H * W, *cols = col;
             if (pointwise && g == 1) cols = xg;  // one image (C, P) is already its column matrix
             else if (pointwise) batch_to_group(col, xg, g, C, P);
@@ -136,13 +180,12 @@ void conv2d_forward_cpu(float *out, const float *x, const float *w, const float 
             gemm_cpu(false, false, Co, (int)(g * P), (int)ckk, 1.0f, w, cols, 0.0f, dst);
             if (g > 1) group_to_batch(out + (long)n0 * Co * P, grp, g, Co, P);
         }
-        dev_free(DEV_CPU, col, col_bytes);
-        if (grp) dev_free(DEV_CPU, grp, grp_bytes);
     }
     if (b) bias_forward_cpu(out, b, N, Co, (int)P);
 }
 
-// Accumulates dx (N, C, H, W), dw (Co, C*K*K), db (Co). dw sums the groups in batch order.
+// Accumulates dx (N, C, H, W), dw (Co, C*K*K), db (Co). Each thread sums its groups' dw in batch order into its
+// own buffer; the buffers are then added in thread order, so the result depends on the thread count only.
 void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w, int N,
                          int C, int H, int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
@@ -155,19 +198,18 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
         if (dx) gemm_cpu(false, false, N, C, Co, 1.0f, dout, w, 1.0f, dx);  // (N, C) += dout w
         return;
     }
-    if (pointwise && P >= CONV_TARGET_COLS) {
-        for (int n = 0; n < N; n++) {
-            const float *dout_n = dout + n * Co * P;
-            if (dw) gemm_cpu(false, true, Co, C, (int)P, 1.0f, dout_n, x + n * ckk * P, 1.0f, dw);  // += dout[n] x[n]^T
-            if (dx) gemm_cpu(true, false, C, (int)P, Co, 1.0f, w, dout_n, 1.0f, dx + n * ckk * P);  // += w^T dout[n]
-        }
-        return;
-    }
-    int G = conv_group_size(N, ckk, P);
-    size_t col_bytes = (size_t)(ckk * G * P) * sizeof(float), grp_bytes = (size_t)(Co * G * P) * sizeof(float);
-    float *col = dev_alloc(DEV_CPU, col_bytes), *grp = G > 1 ? dev_alloc(DEV_CPU, grp_bytes) : NULL;
-    for (int n0 = 0; n0 < N; n0 += G) {
-        int g = N - n0 < G ? N - n0 : G;
+    ConvPlan plan = conv_plan(N, ckk, P);
+    bool own_dw = dw && plan.threads > 1;  // per-thread dw partial sums
+    long per_thread = (ckk + Co) * plan.G * P + (own_dw ? Co * ckk : 0);
+    size_t bytes = (size_t)(per_thread * plan.threads) * sizeof(float);
+    float *ws = conv_workspace(bytes);
+    if (own_dw)
+        for (int t = 0; t < plan.threads; t++) memset(ws + t * per_thread, 0, (size_t)(Co * ckk) * sizeof(float));
+    #pragma omp parallel for schedule(static) num_threads(plan.threads) if (plan.threads > 1)
+    for (int gi = 0; gi < plan.n_groups; gi++) {
+        float *my_dw = own_dw ? ws + thread_id() * per_thread : dw;
+        float *col = ws + thread_id() * per_thread + (own_dw ? Co * ckk : 0), *grp = col + ckk * plan.G * P;
+        int n0 = gi * plan.G, g = N - n0 < plan.G ? N - n0 : plan.G;
         const float *dout_g = dout + (long)n0 * Co * P;
         if (g > 1) { batch_to_group(grp, dout_g, g, Co, P); dout_g = grp; }
         const float *xg = x + (long)n0 * C * H * W;
@@ -176,7 +218,7 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
             if (pointwise && g == 1) cols = xg;
             else if (pointwise) batch_to_group(col, xg, g, C, P);
             else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
-            gemm_cpu(false, true, Co, (int)ckk, (int)(g * P), 1.0f, dout_g, cols, 1.0f, dw);
+            gemm_cpu(false, true, Co, (int)ckk, (int)(g * P), 1.0f, dout_g, cols, 1.0f, my_dw);
         }
         if (dx) {  // dcol (C*K*K, g*P) = w^T dout_g, reusing the column buffer
             float *dxg = dx + (long)n0 * C * H * W;
@@ -186,8 +228,12 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
             else col2im_add(dxg, col, g, C, H, W, K, stride, pad, Ho, Wo);
         }
     }
-    dev_free(DEV_CPU, col, col_bytes);
-    if (grp) dev_free(DEV_CPU, grp, grp_bytes);
+    if (own_dw)
+        for (int t = 0; t < plan.threads; t++) {
+            const float *part = ws + t * per_thread;
+            #pragma omp parallel for if (Co * ckk > 65536)
+            for (long i = 0; i < Co * ckk; i++) dw[i] += part[i];
+        }
 }
 
 // out: (N, C, Ho, Wo) mean of each K x K window; x: (N, C, H, W)
