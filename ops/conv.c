@@ -5,8 +5,9 @@
 // w (Co, C*K*K) x col (C*K*K, G*P) covers the group. Small output maps (P = 1, 9, 25) would otherwise give one
 // matrix-vector product per image. Threads split the batch by groups (see conv_plan). G depends only on the shapes
 // and the thread count, so sums run in the same order on every call with the same threads.
-// 1x1 stride-1 unpadded convolutions need no im2col: on 1x1 maps the batch is one (N, C) x (C, Co) GEMM, on big
-// maps (G = 1) each image is a GEMM on x itself, and in between the group's columns are a plain channel-major copy.
+// Two cases need no im2col. A kernel that covers the whole unpadded input (1x1 maps, or 3x3 -> 1x1): the batch is
+// one (N, C*K*K) x (C*K*K, Co) GEMM. 1x1 stride-1 unpadded convolutions: on big maps (G = 1) each image is a GEMM
+// on x itself, and in between the group's columns are a plain channel-major copy.
 #include "conv.h"
 
 #include <stdlib.h>
@@ -118,20 +119,28 @@ static void group_add_to_batch(float *dx, const float *grp, int G, int C, long P
     }
 }
 
-// How a call splits the batch: groups of G images, and `threads` threads that each take a contiguous run of
-// groups (static schedule) with their own workspace. Inside the parallel region every OpenBLAS call runs on its
-// calling thread alone, so a small convolution pays one thread fork/join per call instead of one per GEMM, and
-// im2col / col2im run in parallel too. With a single group the one GEMM uses all threads instead.
-typedef struct { int G, n_groups, threads; } ConvPlan;
+// How a call splits the batch: each of `threads` threads takes a contiguous share of the images and runs them in
+// groups of G with its own workspace. Inside the parallel region every OpenBLAS call runs on its calling thread
+// alone, so a small convolution pays one thread fork/join per call instead of one per GEMM, and im2col / col2im run
+// in parallel too. Splitting needs every thread to get enough columns to pay for its own dw buffer in backward;
+// otherwise one thread walks the groups and each GEMM uses all threads.
+typedef struct { int G, threads; } ConvPlan;
 
 static ConvPlan conv_plan(int N, long ckk, long P) {
-    ConvPlan p;
     int T = engine_threads();
-    p.G = conv_group_size(N, ckk, P);
-    if (T > 1 && p.G * T > N) p.G = (N + T - 1) / T;  // at least one group per thread when the batch allows
-    p.n_groups = (N + p.G - 1) / p.G;
-    p.threads = p.n_groups < T ? p.n_groups : T;
+    ConvPlan p = {conv_group_size(N, ckk, P), 1};
+    if (T > 1 && (long)(N / T) * P >= 256) {
+        int share = (N + T - 1) / T, groups = (share + p.G - 1) / p.G;
+        p.G = (share + groups - 1) / groups;  // equal groups within the busiest share
+        p.threads = T;
+    }
     return p;
+}
+
+// images [*lo, *hi) of thread t of T
+static void thread_share(int N, int T, int t, int *lo, int *hi) {
+    *lo = (int)((long)N * t / T);
+    *hi = (int)((long)N * (t + 1) / T);
 }
 
 // One workspace for every CPU convolution, grown to the largest call so far and kept for the next: the caching
@@ -161,24 +170,27 @@ void conv2d_forward_cpu(float *out, const float *x, const float *w, const float 
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     long P = (long)Ho * Wo, ckk = (long)C * K * K;
     bool pointwise = K == 1 && stride == 1 && pad == 0;  // x itself is the column matrix, no im2col
-    if (pointwise && P == 1) {
-        gemm_cpu(false, true, N, Co, C, 1.0f, x, w, 0.0f, out);  // (N, Co) = x (N, C) w^T
+    if (pad == 0 && K == H && K == W) {  // one output pixel per image: each image is its own (C*K*K) column
+        gemm_cpu(false, true, N, Co, (int)ckk, 1.0f, x, w, 0.0f, out);  // (N, Co) = x (N, C*K*K) w^T
     } else {
         ConvPlan plan = conv_plan(N, ckk, P);
         long per_thread = (ckk + Co) * plan.G * P;  // column buffer + output in group layout
-        size_t bytes = (size_t)(per_thread * plan.threads) * sizeof(float);
-        float *ws = conv_workspace(bytes);
-        #pragma omp parallel for schedule(static) num_threads(plan.threads) if (plan.threads > 1)
-        for (int gi = 0; gi < plan.n_groups; gi++) {
+        float *ws = conv_workspace((size_t)(per_thread * plan.threads) * sizeof(float));
+        #pragma omp parallel num_threads(plan.threads) if (plan.threads > 1)
+        {
+            int lo, hi;
+            thread_share(N, plan.threads, thread_id(), &lo, &hi);
             float *col = ws + thread_id() * per_thread, *grp = col + ckk * plan.G * P;
-            int n0 = gi * plan.G, g = N - n0 < plan.G ? N - n0 : plan.G;
-            const float *xg = x + (long)n0 * C * H * W, *cols = col;
-            if (pointwise && g == 1) cols = xg;  // one image (C, P) is already its column matrix
-            else if (pointwise) batch_to_group(col, xg, g, C, P);
-            else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
-            float *dst = g > 1 ? grp : out + (long)n0 * Co * P;  // one image: its output plane is the group layout
-            gemm_cpu(false, false, Co, (int)(g * P), (int)ckk, 1.0f, w, cols, 0.0f, dst);
-            if (g > 1) group_to_batch(out + (long)n0 * Co * P, grp, g, Co, P);
+            for (int n0 = lo; n0 < hi; n0 += plan.G) {
+                int g = hi - n0 < plan.G ? hi - n0 : plan.G;
+                const float *xg = x + (long)n0 * C * H * W, *cols = col;
+                if (pointwise && g == 1) cols = xg;  // one image (C, P) is already its column matrix
+                else if (pointwise) batch_to_group(col, xg, g, C, P);
+                else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
+                float *dst = g > 1 ? grp : out + (long)n0 * Co * P;  // one image: its output plane is the group layout
+                gemm_cpu(false, false, Co, (int)(g * P), (int)ckk, 1.0f, w, cols, 0.0f, dst);
+                if (g > 1) group_to_batch(out + (long)n0 * Co * P, grp, g, Co, P);
+            }
         }
     }
     if (b) bias_forward_cpu(out, b, N, Co, (int)P);
@@ -193,39 +205,41 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
     bool pointwise = K == 1 && stride == 1 && pad == 0;
     if (db) bias_backward_cpu(db, dout, N, Co, (int)P);
     if (!dx && !dw) return;
-    if (pointwise && P == 1) {
-        if (dw) gemm_cpu(true, false, Co, C, N, 1.0f, dout, x, 1.0f, dw);   // (Co, C) += dout^T x
-        if (dx) gemm_cpu(false, false, N, C, Co, 1.0f, dout, w, 1.0f, dx);  // (N, C) += dout w
+    if (pad == 0 && K == H && K == W) {
+        if (dw) gemm_cpu(true, false, Co, (int)ckk, N, 1.0f, dout, x, 1.0f, dw);   // (Co, C*K*K) += dout^T x
+        if (dx) gemm_cpu(false, false, N, (int)ckk, Co, 1.0f, dout, w, 1.0f, dx);  // (N, C*K*K) += dout w
         return;
     }
     ConvPlan plan = conv_plan(N, ckk, P);
     bool own_dw = dw && plan.threads > 1;  // per-thread dw partial sums
     long per_thread = (ckk + Co) * plan.G * P + (own_dw ? Co * ckk : 0);
-    size_t bytes = (size_t)(per_thread * plan.threads) * sizeof(float);
-    float *ws = conv_workspace(bytes);
-    if (own_dw)
-        for (int t = 0; t < plan.threads; t++) memset(ws + t * per_thread, 0, (size_t)(Co * ckk) * sizeof(float));
-    #pragma omp parallel for schedule(static) num_threads(plan.threads) if (plan.threads > 1)
-    for (int gi = 0; gi < plan.n_groups; gi++) {
+    float *ws = conv_workspace((size_t)(per_thread * plan.threads) * sizeof(float));
+    #pragma omp parallel num_threads(plan.threads) if (plan.threads > 1)
+    {
+        int lo, hi;
+        thread_share(N, plan.threads, thread_id(), &lo, &hi);
         float *my_dw = own_dw ? ws + thread_id() * per_thread : dw;
         float *col = ws + thread_id() * per_thread + (own_dw ? Co * ckk : 0), *grp = col + ckk * plan.G * P;
-        int n0 = gi * plan.G, g = N - n0 < plan.G ? N - n0 : plan.G;
-        const float *dout_g = dout + (long)n0 * Co * P;
-        if (g > 1) { batch_to_group(grp, dout_g, g, Co, P); dout_g = grp; }
-        const float *xg = x + (long)n0 * C * H * W;
-        if (dw) {  // (Co, C*K*K) += dout_g (Co, g*P) col^T
-            const float *cols = col;
-            if (pointwise && g == 1) cols = xg;
-            else if (pointwise) batch_to_group(col, xg, g, C, P);
-            else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
-            gemm_cpu(false, true, Co, (int)ckk, (int)(g * P), 1.0f, dout_g, cols, 1.0f, my_dw);
-        }
-        if (dx) {  // dcol (C*K*K, g*P) = w^T dout_g, reusing the column buffer
-            float *dxg = dx + (long)n0 * C * H * W;
-            if (pointwise && g == 1) { gemm_cpu(true, false, C, (int)P, Co, 1.0f, w, dout_g, 1.0f, dxg); continue; }
-            gemm_cpu(true, false, (int)ckk, (int)(g * P), Co, 1.0f, w, dout_g, 0.0f, col);
-            if (pointwise) group_add_to_batch(dxg, col, g, C, P);
-            else col2im_add(dxg, col, g, C, H, W, K, stride, pad, Ho, Wo);
+        if (own_dw) memset(my_dw, 0, (size_t)(Co * ckk) * sizeof(float));
+        for (int n0 = lo; n0 < hi; n0 += plan.G) {
+            int g = hi - n0 < plan.G ? hi - n0 : plan.G;
+            const float *dout_g = dout + (long)n0 * Co * P;
+            if (g > 1) { batch_to_group(grp, dout_g, g, Co, P); dout_g = grp; }
+            const float *xg = x + (long)n0 * C * H * W;
+            if (dw) {  // (Co, C*K*K) += dout_g (Co, g*P) col^T
+                const float *cols = col;
+                if (pointwise && g == 1) cols = xg;
+                else if (pointwise) batch_to_group(col, xg, g, C, P);
+                else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
+                gemm_cpu(false, true, Co, (int)ckk, (int)(g * P), 1.0f, dout_g, cols, 1.0f, my_dw);
+            }
+            if (dx) {  // dcol (C*K*K, g*P) = w^T dout_g, reusing the column buffer
+                float *dxg = dx + (long)n0 * C * H * W;
+                if (pointwise && g == 1) { gemm_cpu(true, false, C, (int)P, Co, 1.0f, w, dout_g, 1.0f, dxg); continue; }
+                gemm_cpu(true, false, (int)ckk, (int)(g * P), Co, 1.0f, w, dout_g, 0.0f, col);
+                if (pointwise) group_add_to_batch(dxg, col, g, C, P);
+                else col2im_add(dxg, col, g, C, H, W, K, stride, pad, Ho, Wo);
+            }
         }
     }
     if (own_dw)
