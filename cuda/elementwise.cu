@@ -45,6 +45,16 @@ void unary_backward_cuda(UnaryOp op, float *dx, const float *dout, const float *
     LAUNCH_CHECK();
 }
 
+static __global__ void relu_mask_kernel(float *g, const float *out, long n) {
+    GRID_STRIDE(i, n) g[i] = out[i] > 0.0f ? g[i] : 0.0f;
+}
+
+void relu_mask_cuda(float *g, const float *out, long n) {
+    if (n <= 0) return;
+    relu_mask_kernel<<<blocks_for(n), THREADS>>>(g, out, n);
+    LAUNCH_CHECK();
+}
+
 static __global__ void binary_forward_kernel(BinaryOp op, float *out, const float *a, const float *b, long n) {
     GRID_STRIDE(i, n) out[i] = op == BINARY_ADD ? a[i] + b[i] : a[i] * b[i];
 }

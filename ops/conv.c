@@ -350,20 +350,13 @@ void channel_pad_backward_cpu(float *dx, const float *dout, int N, int C, int Co
 static void conv2d_backward_node(Node *n) {
     Tensor *x = n->in[0], *w = n->in[1], *out = n->out;
     const int *a = n->iarg;
+    // ReLU: zero the gradient where out <= 0, in place - out's gradient is freed as soon as this node returns
+    if (a[8]) KERNEL(out->device, relu_mask)(out->grad, out->data, out->numel);
+    const float *dz = out->grad;  // now d(loss)/d(conv(x) + b + residual)
     float *dres = input_grad(n, 3);
-    if (dres) KERNEL(out->device, axpy)(dres, out->grad, 1.0f, out->numel);
-    const float *dz = out->grad;  // d(loss)/d(conv output)
-    float *masked = NULL;
-    size_t bytes = (size_t)out->numel * sizeof(float);
-    if (a[8]) {  // ReLU: dz = dout where out > 0 (the same mask as relu's own backward)
-        masked = dev_alloc(out->device, bytes);
-        dev_zero(out->device, masked, bytes);
-        KERNEL(out->device, unary_backward)(UNARY_RELU, masked, out->grad, out->data, out->data, out->numel);
-        dz = masked;
-    }
+    if (dres) KERNEL(out->device, axpy)(dres, dz, 1.0f, out->numel);
     KERNEL(x->device, conv2d_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), dz, x->data, w->data,
                                        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
-    if (masked) dev_free(out->device, masked, bytes);
 }
 
 static Tensor *conv2d_fused(const char *name, Tensor *x, Tensor *w, Tensor *b, int stride, int pad,

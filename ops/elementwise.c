@@ -36,6 +36,11 @@ void unary_backward_cpu(UnaryOp op, float *dx, const float *dout, const float *x
     }
 }
 
+void relu_mask_cpu(float *g, const float *out, long n) {
+    #pragma omp parallel for if (n > 32768)
+    for (long i = 0; i < n; i++) g[i] = out[i] > 0.0f ? g[i] : 0.0f;
+}
+
 void binary_forward_cpu(BinaryOp op, float *out, const float *a, const float *b, long n) {
     #pragma omp parallel for if (n > 32768)
     for (long i = 0; i < n; i++) out[i] = op == BINARY_ADD ? a[i] + b[i] : a[i] * b[i];

@@ -19,6 +19,8 @@ DECLARE_KERNEL(void, unary_backward, (UnaryOp op, float *dx, const float *dout, 
 DECLARE_KERNEL(void, binary_forward, (BinaryOp op, float *out, const float *a, const float *b, long n));
 // da += dout * d(a op b)/da, db += dout * d(a op b)/db
 DECLARE_KERNEL(void, binary_backward, (BinaryOp op, float *da, float *db, const float *dout, const float *a, const float *b, long n));
+// g = 0 where out <= 0, in place: a fused op's ReLU backward on the output gradient it is about to pass on
+DECLARE_KERNEL(void, relu_mask, (float *g, const float *out, long n));
 // y += alpha * x  (also the backward of scale, reshape and every copy)
 DECLARE_KERNEL(void, axpy, (float *y, const float *x, float alpha, long n));
 // out = alpha * x

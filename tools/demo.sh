@@ -14,11 +14,11 @@ fi
 make -s deps-check
 make -s GPU=0 BUILD=build/demo build/demo/train build/demo/eval
 RUN=${RUN:-runs/fashion-mnist-tiny}
-STEPS=${STEPS:-1400}
+STEPS=${STEPS:-1300}
 THREADS=${THREADS:-2}
 rm -rf "$RUN"
-build/demo/train --dataset fashion-mnist --preset tiny --batch 64 --steps "$STEPS" --lr 1e-3 --warmup 100 \
-    --threads "$THREADS" --run-dir "$RUN"
+build/demo/train --dataset fashion-mnist --preset tiny --batch 64 --steps "$STEPS" --lr 2e-3 --warmup 100 \
+    --decay-epochs 1.1 --threads "$THREADS" --run-dir "$RUN"
 build/demo/eval --checkpoint "$RUN/checkpoint.safetensors" --dataset fashion-mnist --threads "$THREADS" --out "$RUN/eval.jsonl"
 build/demo/eval --raw --dataset fashion-mnist --threads "$THREADS" --out "$RUN/eval.jsonl"
 echo
