@@ -164,6 +164,15 @@ static int thread_id(void) {
 #endif
 }
 
+// threads in the current team: the runtime may give fewer than asked (e.g. when called inside another region)
+static int team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 // out: (N, Co, Ho, Wo); x: (N, C, H, W); w: (Co, C*K*K); b: (Co) or NULL
 void conv2d_forward_cpu(float *out, const float *x, const float *w, const float *b, int N, int C, int H, int W,
                         int Co, int K, int stride, int pad) {
@@ -179,7 +188,7 @@ void conv2d_forward_cpu(float *out, const float *x, const float *w, const float 
         #pragma omp parallel num_threads(plan.threads) if (plan.threads > 1)
         {
             int lo, hi;
-            thread_share(N, plan.threads, thread_id(), &lo, &hi);
+            thread_share(N, team_size(), thread_id(), &lo, &hi);
             float *col = ws + thread_id() * per_thread, *grp = col + ckk * plan.G * P;
             for (int n0 = lo; n0 < hi; n0 += plan.G) {
                 int g = hi - n0 < plan.G ? hi - n0 : plan.G;
@@ -214,10 +223,13 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
     bool own_dw = dw && plan.threads > 1;  // per-thread dw partial sums
     long per_thread = (ckk + Co) * plan.G * P + (own_dw ? Co * ckk : 0);
     float *ws = conv_workspace((size_t)(per_thread * plan.threads) * sizeof(float));
+    int team = 1;
     #pragma omp parallel num_threads(plan.threads) if (plan.threads > 1)
     {
+        #pragma omp single
+        team = team_size();
         int lo, hi;
-        thread_share(N, plan.threads, thread_id(), &lo, &hi);
+        thread_share(N, team, thread_id(), &lo, &hi);
         float *my_dw = own_dw ? ws + thread_id() * per_thread : dw;
         float *col = ws + thread_id() * per_thread + (own_dw ? Co * ckk : 0), *grp = col + ckk * plan.G * P;
         if (own_dw) memset(my_dw, 0, (size_t)(Co * ckk) * sizeof(float));
@@ -243,7 +255,7 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
         }
     }
     if (own_dw)
-        for (int t = 0; t < plan.threads; t++) {
+        for (int t = 0; t < team; t++) {
             const float *part = ws + t * per_thread;
             #pragma omp parallel for if (Co * ckk > 65536)
             for (long i = 0; i < Co * ckk; i++) dw[i] += part[i];

@@ -404,6 +404,42 @@ static int conv_backward_deterministic(void) {
     return f;
 }
 
+// Called from inside another parallel region the runtime gives the convolution a team of one thread: it must still
+// cover every image (the split follows the team it got, not the one it asked for). 1e-5: dw sums in another order.
+static int conv_inside_parallel_region(void) {
+    Rng rng;
+    rng_seed(&rng, 18);
+    const int N = 6, C = 8, H = 12, W = 12, Co = 8, K = 3, Ho = H - K + 1;
+    Tensor *x = test_tensor(&rng, false, -1, 1, SHAPE(N, C, H, W));
+    Tensor *w = test_tensor(&rng, false, -1, 1, SHAPE(Co, C, K, K));
+    Tensor *dout = test_tensor(&rng, false, -1, 1, SHAPE(N, Co, Ho, Ho));
+    Tensor *runs[2][3];
+    for (int r = 0; r < 2; r++) {
+        runs[r][0] = tensor_zeros(DEV_CPU, SHAPE(N, Co, Ho, Ho));  // forward output
+        runs[r][1] = tensor_zeros(DEV_CPU, 4, x->shape);           // dx
+        runs[r][2] = tensor_zeros(DEV_CPU, 4, w->shape);           // dw
+        #pragma omp parallel num_threads(2) if (r == 1)
+        {
+            #pragma omp single
+            {
+                conv2d_forward_cpu(runs[r][0]->data, x->data, w->data, NULL, N, C, H, W, Co, K, 1, 0);
+                conv2d_backward_cpu(runs[r][1]->data, runs[r][2]->data, NULL, dout->data, x->data, w->data, N, C, H,
+                                    W, Co, K, 1, 0);
+            }
+        }
+    }
+    const char *names[] = {"out", "dx", "dw"};
+    char what[80];
+    int f = 0;
+    for (int k = 0; k < 3; k++) {
+        snprintf(what, sizeof what, "conv2d inside a parallel region: %s", names[k]);
+        f += check_close(what, runs[1][k]->data, runs[0][k]->data, runs[0][k]->numel, 1e-5, 1e-5);
+    }
+    for (int r = 0; r < 2; r++) free_all(runs[r], 3);
+    tensor_free(x); tensor_free(w); tensor_free(dout);
+    return f;
+}
+
 // ---- avgpool, reflect pad, channel pad ----
 typedef struct { int k, stride; } PoolCtx;
 static Tensor *build_avgpool(Tensor **in, void *ctx) {
@@ -575,6 +611,7 @@ void register_grad_conv_tests(void) {
     test_register("forward", "conv2d backward accumulates", conv_backward_accumulates);
     test_register("forward", "fused conv2d_relu / conv2d_add equal the ops they replace", conv_fused_vs_unfused);
     test_register("forward", "conv2d backward is deterministic", conv_backward_deterministic);
+    test_register("forward", "conv2d inside another parallel region", conv_inside_parallel_region);
     test_register("forward", "avgpool, reflect pad, channel pad by hand", spatial_forward_by_hand);
     test_register("forward", "batchnorm output and running stats by hand", batchnorm_forward_by_hand);
 }
