@@ -202,17 +202,23 @@ static void conv_backward_call(void *ctx) {
     conv2d_backward_cpu(c->dx, c->dw, NULL, c->dout, c->x, c->w, c->N, s->C, s->H, s->H, s->Co, s->K, s->stride, 0);
 }
 
-static int bench_convs(const Options *o) {
-    AmdimConfig cfg;
-    if (amdim_config_preset(&cfg, o->preset)) { fprintf(stderr, "bench: unknown preset '%s'\n", o->preset); return 2; }
-    cfg.in_channels = o->channels;
-    Amdim m;
+// the preset's model with o->channels input channels on the CPU; prints the problem and returns 2 on failure
+static int init_model(const Options *o, Amdim *m, AmdimConfig *cfg) {
+    if (amdim_config_preset(cfg, o->preset)) { fprintf(stderr, "bench: unknown preset '%s'\n", o->preset); return 2; }
+    cfg->in_channels = o->channels;
     char err[256];
-    if (amdim_init(&m, &cfg, DEV_CPU, 1, err, sizeof err)) {
+    if (amdim_init(m, cfg, DEV_CPU, 1, err, sizeof err)) {
         fprintf(stderr, "bench: %s\n", err);
-        amdim_free(&m);
+        amdim_free(m);
         return 2;
     }
+    return 0;
+}
+
+static int bench_convs(const Options *o) {
+    AmdimConfig cfg;
+    Amdim m;
+    if (init_model(o, &m, &cfg)) return 2;
     ConvShape shapes[MAX_CONV_SHAPES];
     int n_shapes = model_conv_shapes(&m, shapes), N = o->batch;
     amdim_free(&m);
@@ -277,15 +283,8 @@ static int bench_convs(const Options *o) {
 
 static int bench_model(const Options *o) {
     AmdimConfig cfg;
-    if (amdim_config_preset(&cfg, o->preset)) { fprintf(stderr, "bench: unknown preset '%s'\n", o->preset); return 2; }
-    cfg.in_channels = o->channels;
     Amdim m;
-    char err[256];
-    if (amdim_init(&m, &cfg, DEV_CPU, 1, err, sizeof err)) {
-        fprintf(stderr, "bench: %s\n", err);
-        amdim_free(&m);
-        return 2;
-    }
+    if (init_model(o, &m, &cfg)) return 2;
     Adam opt;
     adam_init(&opt, &m.ps, 2e-4f, 0.8f, 0.999f, 1e-8f, 1e-5f);
 
