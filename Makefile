@@ -33,11 +33,12 @@ ifeq ($(GPU),1)
 endif
 CFLAGS ?= $(CFLAGS_BASE)
 
-CORE_SRC  = $(wildcard tensor/*.c autograd/*.c ops/*.c)
+CORE_SRC  = $(wildcard base/*.c tensor/*.c autograd/*.c ops/*.c)
 MODEL_SRC = $(wildcard model/*.c)
 DATA_SRC  = $(wildcard data/*.c)
+IO_SRC    = $(wildcard io/*.c)
 TEST_SRC  = $(wildcard test/*.c)
-LIB_SRC   = $(CORE_SRC) $(MODEL_SRC) $(DATA_SRC)
+LIB_SRC   = $(CORE_SRC) $(IO_SRC) $(MODEL_SRC) $(DATA_SRC)
 
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
@@ -100,7 +101,7 @@ deps-check:
 deps: deps-check
 
 lines:
-	@for d in tensor autograd ops cuda model data test tools bench; do \
+	@for d in base tensor autograd ops cuda io model data test tools bench; do \
 	  printf "%-9s %6s\n" $$d "$$(cat $$d/*.[ch] $$d/*.cu $$d/*.cuh $$d/*.py $$d/*.sh 2>/dev/null | wc -l)"; done; \
 	  printf "%-9s %6s\n" drivers "$$(cat train.c eval.c 2>/dev/null | wc -l)"
 

@@ -37,12 +37,6 @@ static long parse_long(const char *flag, const char *v, long lo, long hi) {
     return x;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 // f1 features (or raw pixels when m is NULL) of every image of ds, test transform, in dataset order
 static FeatureSet extract(const Dataset *ds, Amdim *m, Device dev) {
     FeatureSet fs = {.n = ds->n};

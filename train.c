@@ -136,12 +136,6 @@ static Args parse_args(int argc, char **argv) {
     return a;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 // lr at update t (0-based): linear warm-up, then x0.2 once t has passed each decay point (in epochs of updates)
 static float learning_rate(const Args *a, long t, long per_epoch) {
     float lr = a->lr * (a->warmup > 0 && t < a->warmup ? (float)(t + 1) / (float)a->warmup : 1.0f);

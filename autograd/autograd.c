@@ -42,12 +42,17 @@ Tensor *tape_view(Tensor *base, int ndim, const int *shape) {
     return adopt(t);
 }
 
-Node *tape_record(const char *op_name, BackwardFn backward_fn, Tensor *out, int n_in, Tensor *const *in) {
+Node *tape_record(const char *op_name, BackwardFn backward_fn, Tensor *out, int n_in, Tensor *const *in,
+                  const void *args, size_t args_bytes) {
     CHECK(n_in <= NODE_MAX_INPUTS, "%s: %d inputs", op_name, n_in);
     bool needs = false;
     for (int k = 0; k < n_in; k++) needs |= in[k] && in[k]->requires_grad;
     if (!grad_enabled || !needs) { out->requires_grad = false; return NULL; }
-    Node *n = xcalloc(1, sizeof(Node));
+    Node *n = xcalloc(1, sizeof(Node) + args_bytes);
+    if (args_bytes) {
+        memcpy(n->args_storage, args, args_bytes);
+        n->args = n->args_storage;
+    }
     n->op_name = op_name;
     n->backward = backward_fn;
     n->out = out;

@@ -18,6 +18,8 @@
 #ifndef AUTOGRAD_H
 #define AUTOGRAD_H
 
+#include <stddef.h>
+
 #include "../tensor/tensor.h"
 
 #define NODE_MAX_INPUTS 6
@@ -33,11 +35,11 @@ struct Node {
     Tensor *in[NODE_MAX_INPUTS];
     int n_in;
     Tensor *saved[NODE_MAX_SAVED];    // extra tensors kept for backward (tape-owned)
-    int iarg[10];                     // integer arguments of the op (stride, pad, dims, ...)
-    float farg[4];                    // float arguments (scale, eps, ...)
+    const void *args;                 // the op's parameters as the op's own struct (ConvArgs, ...), or NULL
     void *aux;                        // op-owned extra buffer (labels, masks), freed with the node
     size_t aux_bytes;
     Device aux_device;
+    max_align_t args_storage[];       // where args points: a copy made by tape_record
 };
 
 // A new tensor owned by the tape (uninitialised data).
@@ -45,7 +47,10 @@ Tensor *tape_tensor(Device dev, int ndim, const int *shape);
 // A view on the tape that shares `base`'s data (reshape, detach); never frees the data.
 Tensor *tape_view(Tensor *base, int ndim, const int *shape);
 // Record a node for `out` if grad mode is on and any input requires grad. Returns the node or NULL.
-Node *tape_record(const char *op_name, BackwardFn backward, Tensor *out, int n_in, Tensor *const *in);
+// args (args_bytes, NULL/0 for none) is the op's parameter struct, copied into the node: the backward reads it
+// as `const ConvArgs *a = n->args;`. Forward and backward share that struct, so a parameter has a name, not a slot.
+Node *tape_record(const char *op_name, BackwardFn backward, Tensor *out, int n_in, Tensor *const *in,
+                  const void *args, size_t args_bytes);
 // Copies `bytes` from host memory into a buffer on `dev` kept by the node (e.g. labels, dropout masks).
 void *node_set_aux(Node *n, Device dev, const void *host, size_t bytes);
 

@@ -4,7 +4,7 @@
 //   STL:      RandomResizedCrop(64) of the stored 96 x 96         (bicubic)
 //   IMAGENET: RandomResizedCrop(128) of the stored 146 x 146      (bicubic)
 //   then p=0.8 colour jitter (0.4, 0.4, 0.4, hue 0.2 or 0.1 for IMAGENET), p=0.25 grayscale, normalise.
-// Every random choice comes from a DataRng seeded from the caller's seed: view k draws from its own stream.
+// Every random choice comes from a Rng seeded from the caller's seed: view k draws from its own stream.
 //
 // Legend: C channels, H x W stored image, S input size.
 #include <math.h>
@@ -14,43 +14,9 @@
 
 #include "augment.h"
 
-void data_check_failed(const char *file, int line, const char *cond, const char *msg) {
-    fprintf(stderr, "%s:%d: check failed: %s: %s\n", file, line, cond, msg);
-    abort();
-}
-
-static void *data_malloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    DATA_CHECK(p != NULL, "out of memory");
-    return p;
-}
-
-// ---- RNG ----
-static const uint64_t GOLDEN_GAMMA = 0x9E3779B97F4A7C15ull;
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-void drng_seed(DataRng *r, uint64_t seed) { r->state = seed; }
-uint64_t drng_next(DataRng *r) { return mix64(r->state += GOLDEN_GAMMA); }
-double drng_uniform(DataRng *r) { return (double)(drng_next(r) >> 11) * 0x1p-53; }
-double drng_range(DataRng *r, double lo, double hi) { return lo + (hi - lo) * drng_uniform(r); }
-
-int drng_int(DataRng *r, int n) {
-    DATA_CHECK(n > 0, "drng_int needs n > 0");
-    int k = (int)(drng_uniform(r) * n);
-    return k < n ? k : n - 1;
-}
-
-uint64_t data_hash2(uint64_t a, uint64_t b) { return mix64(mix64(a + GOLDEN_GAMMA) ^ (b + 2 * GOLDEN_GAMMA)); }
-uint64_t data_hash3(uint64_t a, uint64_t b, uint64_t c) { return data_hash2(data_hash2(a, b), c); }
-
 // ---- geometric transforms ----
 void image_to_float(const Dataset *ds, int index, float *out) {
-    DATA_CHECK(index >= 0 && index < ds->n, "image index out of range");
+    CHECK(index >= 0 && index < ds->n, "image index out of range");
     long plane = (long)ds->c * ds->h * ds->w;
     const uint8_t *px = ds->pixels + (long)index * plane;
     for (long i = 0; i < plane; i++) out[i] = px[i] * (1.0f / 255.0f);
@@ -75,7 +41,7 @@ static int reflect_index(int i, int n) {
 }
 
 void translate_reflect(const float *src, int c, int s, int dx, int dy, float *dst) {
-    DATA_CHECK(abs(dx) < s && abs(dy) < s, "translation must be smaller than the image");
+    CHECK(abs(dx) < s && abs(dy) < s, "translation must be smaller than the image");
     for (int ch = 0; ch < c; ch++) {
         const float *sp = src + (long)ch * s * s;
         float *dp = dst + (long)ch * s * s;
@@ -108,13 +74,13 @@ static void cubic_taps(int o, int in_size, int out_size, int idx[4], float wt[4]
 
 void resize_bicubic(const float *src, int c, int h, int w, int top, int left, int box_h, int box_w,
                     int out_h, int out_w, float *dst) {
-    DATA_CHECK(top >= 0 && left >= 0 && box_h > 0 && box_w > 0 && top + box_h <= h && left + box_w <= w,
+    CHECK(top >= 0 && left >= 0 && box_h > 0 && box_w > 0 && top + box_h <= h && left + box_w <= w,
                "resize box outside the image");
-    int (*xi)[4] = data_malloc(sizeof(int[4]) * out_w), (*yi)[4] = data_malloc(sizeof(int[4]) * out_h);
-    float (*xw)[4] = data_malloc(sizeof(float[4]) * out_w), (*yw)[4] = data_malloc(sizeof(float[4]) * out_h);
+    int (*xi)[4] = xmalloc(sizeof(int[4]) * out_w), (*yi)[4] = xmalloc(sizeof(int[4]) * out_h);
+    float (*xw)[4] = xmalloc(sizeof(float[4]) * out_w), (*yw)[4] = xmalloc(sizeof(float[4]) * out_h);
     for (int o = 0; o < out_w; o++) cubic_taps(o, box_w, out_w, xi[o], xw[o]);
     for (int o = 0; o < out_h; o++) cubic_taps(o, box_h, out_h, yi[o], yw[o]);
-    float *rows = data_malloc(sizeof(float) * box_h * out_w);   // one channel after the horizontal pass: (box_h, out_w)
+    float *rows = xmalloc(sizeof(float) * box_h * out_w);   // one channel after the horizontal pass: (box_h, out_w)
     for (int ch = 0; ch < c; ch++) {
         const float *plane = src + (long)ch * h * w + (long)top * w + left;
         for (int y = 0; y < box_h; y++) {
@@ -143,17 +109,17 @@ void resize_bicubic(const float *src, int c, int h, int w, int top, int left, in
 static const double CROP_SCALE_MIN = 0.3, CROP_SCALE_MAX = 1.0;
 static const double CROP_RATIO_MIN = 0.7, CROP_RATIO_MAX = 1.4;
 
-void random_resized_crop_box(DataRng *rng, int h, int w, int *top, int *left, int *box_h, int *box_w) {
+void random_resized_crop_box(Rng *rng, int h, int w, int *top, int *left, int *box_h, int *box_w) {
     double area = (double)h * w;
     double log_lo = log(CROP_RATIO_MIN), log_hi = log(CROP_RATIO_MAX);
     for (int attempt = 0; attempt < 10; attempt++) {
-        double target_area = area * drng_range(rng, CROP_SCALE_MIN, CROP_SCALE_MAX);
-        double ratio = exp(drng_range(rng, log_lo, log_hi));
+        double target_area = area * rng_range(rng, CROP_SCALE_MIN, CROP_SCALE_MAX);
+        double ratio = exp(rng_range(rng, log_lo, log_hi));
         int cw = (int)nearbyint(sqrt(target_area * ratio));   // Python round(): half to even
         int ch = (int)nearbyint(sqrt(target_area / ratio));
         if (cw > 0 && cw <= w && ch > 0 && ch <= h) {
-            *top = drng_int(rng, h - ch + 1);
-            *left = drng_int(rng, w - cw + 1);
+            *top = rng_int(rng, h - ch + 1);
+            *left = rng_int(rng, w - cw + 1);
             *box_h = ch;
             *box_w = cw;
             return;
@@ -261,41 +227,41 @@ static const double P_TRANSLATE = 0.8, P_JITTER = 0.8, P_GRAY = 0.25, P_FLIP = 0
 static const int MAX_SHIFT = 4;
 static const double JITTER_LO = 0.6, JITTER_HI = 1.4;
 
-static void draw_view(const Dataset *ds, DataRng *rng, ViewParams *v) {
+static void draw_view(const Dataset *ds, Rng *rng, ViewParams *v) {
     memset(v, 0, sizeof *v);
     if (ds->family == FAMILY_CIFAR) {
-        v->translate = drng_uniform(rng) < P_TRANSLATE;
+        v->translate = rng_uniform_double(rng) < P_TRANSLATE;
         if (v->translate) {
-            v->dx = drng_int(rng, 2 * MAX_SHIFT + 1) - MAX_SHIFT;
-            v->dy = drng_int(rng, 2 * MAX_SHIFT + 1) - MAX_SHIFT;
+            v->dx = rng_int(rng, 2 * MAX_SHIFT + 1) - MAX_SHIFT;
+            v->dy = rng_int(rng, 2 * MAX_SHIFT + 1) - MAX_SHIFT;
         }
     } else {
         random_resized_crop_box(rng, ds->h, ds->w, &v->crop_top, &v->crop_left, &v->crop_h, &v->crop_w);
     }
     for (int k = 0; k < 4; k++) v->order[k] = k;
-    v->jitter = drng_uniform(rng) < P_JITTER;
+    v->jitter = rng_uniform_double(rng) < P_JITTER;
     if (v->jitter) {
         for (int k = 3; k > 0; k--) {   // Fisher-Yates: a random order of the four ops
-            int j = drng_int(rng, k + 1);
+            int j = rng_int(rng, k + 1);
             int t = v->order[k];
             v->order[k] = v->order[j];
             v->order[j] = t;
         }
         float hue_max = ds->family == FAMILY_IMAGENET ? 0.1f : 0.2f;
-        v->brightness = (float)drng_range(rng, JITTER_LO, JITTER_HI);
-        v->contrast = (float)drng_range(rng, JITTER_LO, JITTER_HI);
-        v->saturation = (float)drng_range(rng, JITTER_LO, JITTER_HI);
-        v->hue = (float)drng_range(rng, -hue_max, hue_max);
+        v->brightness = (float)rng_range(rng, JITTER_LO, JITTER_HI);
+        v->contrast = (float)rng_range(rng, JITTER_LO, JITTER_HI);
+        v->saturation = (float)rng_range(rng, JITTER_LO, JITTER_HI);
+        v->hue = (float)rng_range(rng, -hue_max, hue_max);
     }
-    v->gray = drng_uniform(rng) < P_GRAY;
+    v->gray = rng_uniform_double(rng) < P_GRAY;
 }
 
-void augment_draw_params(const Dataset *ds, uint64_t rng_seed, PairParams *p) {
-    DataRng rng;
-    drng_seed(&rng, data_hash2(rng_seed, 0));
-    p->flip = drng_uniform(&rng) < P_FLIP;
+void augment_draw_params(const Dataset *ds, uint64_t seed, PairParams *p) {
+    Rng rng;
+    rng_seed(&rng, rng_hash2(seed, 0));
+    p->flip = rng_uniform_double(&rng) < P_FLIP;
     for (int k = 0; k < 2; k++) {
-        drng_seed(&rng, data_hash2(rng_seed, (uint64_t)k + 1));
+        rng_seed(&rng, rng_hash2(seed, (uint64_t)k + 1));
         draw_view(ds, &rng, &p->view[k]);
     }
 }
@@ -304,7 +270,7 @@ void augment_draw_params(const Dataset *ds, uint64_t rng_seed, PairParams *p) {
 static void apply_view(const Dataset *ds, const float *src, const ViewParams *v, float *out) {
     int c = ds->c, s = ds->input_size;
     if (ds->family == FAMILY_CIFAR) {
-        DATA_CHECK(ds->h == s && ds->w == s, "CIFAR family images are stored at the input size");
+        CHECK(ds->h == s && ds->w == s, "CIFAR family images are stored at the input size");
         if (v->translate) translate_reflect(src, c, s, v->dx, v->dy, out);
         else memcpy(out, src, sizeof(float) * c * s * s);
     } else {
@@ -316,7 +282,7 @@ static void apply_view(const Dataset *ds, const float *src, const ViewParams *v,
 }
 
 void augment_apply(const Dataset *ds, int index, const PairParams *p, float *x1, float *x2) {
-    float *src = data_malloc(sizeof(float) * ds->c * ds->h * ds->w);
+    float *src = xmalloc(sizeof(float) * ds->c * ds->h * ds->w);
     image_to_float(ds, index, src);
     if (p->flip) flip_horizontal(src, ds->c, ds->h, ds->w);
     apply_view(ds, src, &p->view[0], x1);
@@ -324,9 +290,9 @@ void augment_apply(const Dataset *ds, int index, const PairParams *p, float *x1,
     free(src);
 }
 
-void augment_pair(const Dataset *ds, int index, uint64_t rng_seed, float *x1, float *x2) {
+void augment_pair(const Dataset *ds, int index, uint64_t seed, float *x1, float *x2) {
     PairParams p;
-    augment_draw_params(ds, rng_seed, &p);
+    augment_draw_params(ds, seed, &p);
     augment_apply(ds, index, &p, x1, x2);
 }
 
@@ -335,20 +301,20 @@ static const int STL_TEST_RESIZE = 70;
 
 void transform_test(const Dataset *ds, int index, float *x) {
     int c = ds->c, s = ds->input_size;
-    float *src = data_malloc(sizeof(float) * c * ds->h * ds->w);
+    float *src = xmalloc(sizeof(float) * c * ds->h * ds->w);
     image_to_float(ds, index, src);
     if (ds->family == FAMILY_CIFAR) {
-        DATA_CHECK(ds->h == s && ds->w == s, "CIFAR family images are stored at the input size");
+        CHECK(ds->h == s && ds->w == s, "CIFAR family images are stored at the input size");
         memcpy(x, src, sizeof(float) * c * s * s);
     } else {
         int h = ds->h, w = ds->w;
         float *img = src;
         if (ds->family == FAMILY_STL) {   // stored square, so Resize(70) gives 70 x 70
             h = w = STL_TEST_RESIZE;
-            img = data_malloc(sizeof(float) * c * h * w);
+            img = xmalloc(sizeof(float) * c * h * w);
             resize_bicubic(src, c, ds->h, ds->w, 0, 0, ds->h, ds->w, h, w, img);
         }
-        DATA_CHECK(h >= s && w >= s, "test image smaller than the input size");
+        CHECK(h >= s && w >= s, "test image smaller than the input size");
         int top = (int)nearbyint((h - s) / 2.0), left = (int)nearbyint((w - s) / 2.0);
         for (int ch = 0; ch < c; ch++)
             for (int y = 0; y < s; y++)

@@ -1,4 +1,4 @@
-// augment.h - data/'s internal pieces: the seeded RNG, the image transforms behind augment_pair and transform_test,
+// augment.h - data/'s internal pieces: the image transforms behind augment_pair and transform_test,
 // and the drawn parameters of one training pair (exposed so tests can check each step by itself).
 //
 // Images here are float planes in [0, 1]: (C, H, W) row-major, C = 1 or 3. S is the model's input size.
@@ -8,22 +8,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../base/base.h"
+#include "../base/rng.h"
 #include "data.h"
-
-// Invariant check that stays on in release builds (data/ stands apart from the engine's CHECK).
-#define DATA_CHECK(cond, msg) \
-    do { if (!(cond)) data_check_failed(__FILE__, __LINE__, #cond, msg); } while (0)
-void data_check_failed(const char *file, int line, const char *cond, const char *msg) __attribute__((noreturn));
-
-// ---- RNG: splitmix64, so one seed gives the same draws on every machine ----
-typedef struct { uint64_t state; } DataRng;
-void drng_seed(DataRng *r, uint64_t seed);
-uint64_t drng_next(DataRng *r);
-double drng_uniform(DataRng *r);              // [0, 1), 53 random bits
-double drng_range(DataRng *r, double lo, double hi);  // [lo, hi)
-int drng_int(DataRng *r, int n);              // uniform in [0, n)
-uint64_t data_hash2(uint64_t a, uint64_t b);  // mixes a pair of words into a seed
-uint64_t data_hash3(uint64_t a, uint64_t b, uint64_t c);
 
 // ---- the random draws of one training pair ----
 typedef struct {
@@ -39,7 +26,7 @@ typedef struct {
     ViewParams view[2];     // two independent draws of the family's augmentation A
 } PairParams;
 
-void augment_draw_params(const Dataset *ds, uint64_t rng_seed, PairParams *p);
+void augment_draw_params(const Dataset *ds, uint64_t seed, PairParams *p);
 // x1, x2: (C, S, S) normalised. augment_pair(ds, i, seed, ...) == draw_params(seed) then apply.
 void augment_apply(const Dataset *ds, int index, const PairParams *p, float *x1, float *x2);
 
@@ -55,7 +42,7 @@ void translate_reflect(const float *src, int c, int s, int dx, int dy, float *ds
 void resize_bicubic(const float *src, int c, int h, int w, int top, int left, int box_h, int box_w,
                     int out_h, int out_w, float *dst);
 // torchvision RandomResizedCrop.get_params with scale (0.3, 1.0), ratio (0.7, 1.4) (log-uniform), 10 tries.
-void random_resized_crop_box(DataRng *rng, int h, int w, int *top, int *left, int *box_h, int *box_w);
+void random_resized_crop_box(Rng *rng, int h, int w, int *top, int *left, int *box_h, int *box_w);
 // Applies the jitter ops of v in v->order (1-channel images: brightness and contrast only).
 void color_jitter(float *x, int c, int h, int w, const ViewParams *v);
 void adjust_brightness(float *x, int c, int hw, float factor);

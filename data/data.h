@@ -30,8 +30,8 @@ int dataset_load(Dataset *ds, const char *kind, const char *path, const char *sp
 void dataset_free(Dataset *ds);
 
 // One training example for AMDIM: a shared flip, then two independent draws of the family's augmentation.
-// x1, x2: (C, S, S) normalised floats. rng_seed fixes every random choice (same seed -> same views).
-void augment_pair(const Dataset *ds, int index, uint64_t rng_seed, float *x1, float *x2);
+// x1, x2: (C, S, S) normalised floats. seed fixes every random choice (same seed -> same views).
+void augment_pair(const Dataset *ds, int index, uint64_t seed, float *x1, float *x2);
 // The test transform (no randomness): (C, S, S) normalised floats.
 void transform_test(const Dataset *ds, int index, float *x);
 

@@ -14,7 +14,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "augment.h"
 
@@ -36,25 +35,13 @@ struct Loader {
     double wait_seconds;
 };
 
-static void *loader_malloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    DATA_CHECK(p != NULL, "out of memory");
-    return p;
-}
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 // The order of one training epoch: perm (N), a Fisher-Yates shuffle seeded by (seed, epoch).
 static void epoch_permutation(int *perm, int n, uint64_t seed, long epoch) {
     for (int i = 0; i < n; i++) perm[i] = i;
-    DataRng rng;
-    drng_seed(&rng, data_hash2(seed, (uint64_t)epoch));
+    Rng rng;
+    rng_seed(&rng, rng_hash2(seed, (uint64_t)epoch));
     for (int i = n - 1; i > 0; i--) {
-        int j = drng_int(&rng, i + 1);
+        int j = rng_int(&rng, i + 1);
         int t = perm[i];
         perm[i] = perm[j];
         perm[j] = t;
@@ -76,7 +63,7 @@ static void fill_batch(Loader *ld, long k, Batch *b, int *perm, long *perm_epoch
         }
         for (int r = 0; r < b->batch; r++) {
             int idx = perm[b->position + r];
-            uint64_t row_seed = data_hash3(ld->seed, (uint64_t)b->epoch, (uint64_t)(b->position + r));
+            uint64_t row_seed = rng_hash3(ld->seed, (uint64_t)b->epoch, (uint64_t)(b->position + r));
             augment_pair(ds, idx, row_seed, b->x1 + r * f, b->x2 + r * f);
             b->indices[r] = idx;
             b->labels[r] = ds->labels[idx];
@@ -97,7 +84,7 @@ static void fill_batch(Loader *ld, long k, Batch *b, int *perm, long *perm_epoch
 
 static void *worker_main(void *arg) {
     Loader *ld = arg;
-    int *perm = ld->mode == LOADER_TRAIN_PAIRS ? loader_malloc(sizeof(int) * ld->ds->n) : NULL;
+    int *perm = ld->mode == LOADER_TRAIN_PAIRS ? xmalloc(sizeof(int) * ld->ds->n) : NULL;
     long perm_epoch = -1;
     pthread_mutex_lock(&ld->mu);
     while (!ld->stop) {
@@ -122,7 +109,7 @@ static void *worker_main(void *arg) {
 static void start_workers(Loader *ld) {
     ld->stop = false;
     for (int w = 0; w < ld->n_workers; w++)
-        DATA_CHECK(pthread_create(&ld->threads[w], NULL, worker_main, ld) == 0, "cannot start a loader thread");
+        CHECK(pthread_create(&ld->threads[w], NULL, worker_main, ld) == 0, "cannot start a loader thread");
 }
 
 // Workers finish the batch they are filling, then exit.
@@ -135,10 +122,9 @@ static void stop_workers(Loader *ld) {
 }
 
 Loader *loader_new(const Dataset *ds, LoaderMode mode, int batch, uint64_t seed, int n_workers) {
-    DATA_CHECK(ds->n > 0 && batch > 0 && n_workers > 0, "loader needs images, a batch size and a worker");
-    DATA_CHECK(mode == LOADER_TEST || batch <= ds->n, "training batch larger than the dataset (drop_last)");
-    Loader *ld = calloc(1, sizeof *ld);
-    DATA_CHECK(ld != NULL, "out of memory");
+    CHECK(ds->n > 0 && batch > 0 && n_workers > 0, "loader needs images, a batch size and a worker");
+    CHECK(mode == LOADER_TEST || batch <= ds->n, "training batch larger than the dataset (drop_last)");
+    Loader *ld = xcalloc(1, sizeof *ld);
     ld->ds = ds;
     ld->mode = mode;
     ld->batch = batch;
@@ -147,16 +133,15 @@ Loader *loader_new(const Dataset *ds, LoaderMode mode, int batch, uint64_t seed,
     ld->n_slots = n_workers + 1 > 4 ? n_workers + 1 : 4;   // every worker can fill while the consumer holds one
     ld->image_floats = (long)ds->c * ds->input_size * ds->input_size;
     ld->batches_per_epoch = mode == LOADER_TRAIN_PAIRS ? ds->n / batch : (ds->n + batch - 1) / batch;
-    ld->slots = calloc((size_t)ld->n_slots, sizeof(Batch));
-    ld->slot_batch = loader_malloc(sizeof(long) * ld->n_slots);
-    ld->threads = loader_malloc(sizeof(pthread_t) * n_workers);
-    DATA_CHECK(ld->slots != NULL, "out of memory");
+    ld->slots = xcalloc((size_t)ld->n_slots, sizeof(Batch));
+    ld->slot_batch = xmalloc(sizeof(long) * ld->n_slots);
+    ld->threads = xmalloc(sizeof(pthread_t) * n_workers);
     for (int s = 0; s < ld->n_slots; s++) {
         Batch *b = &ld->slots[s];
-        b->x1 = loader_malloc(sizeof(float) * batch * ld->image_floats);
-        b->x2 = mode == LOADER_TRAIN_PAIRS ? loader_malloc(sizeof(float) * batch * ld->image_floats) : NULL;
-        b->labels = loader_malloc(sizeof(int) * batch);
-        b->indices = loader_malloc(sizeof(int) * batch);
+        b->x1 = xmalloc(sizeof(float) * batch * ld->image_floats);
+        b->x2 = mode == LOADER_TRAIN_PAIRS ? xmalloc(sizeof(float) * batch * ld->image_floats) : NULL;
+        b->labels = xmalloc(sizeof(int) * batch);
+        b->indices = xmalloc(sizeof(int) * batch);
     }
     pthread_mutex_init(&ld->mu, NULL);
     pthread_cond_init(&ld->work_cv, NULL);
@@ -169,11 +154,11 @@ Loader *loader_new(const Dataset *ds, LoaderMode mode, int batch, uint64_t seed,
 }
 
 void loader_seek(Loader *ld, long epoch, long position) {
-    DATA_CHECK(epoch >= 0 && position >= 0 && position % ld->batch == 0, "seek position must be a multiple of batch");
+    CHECK(epoch >= 0 && position >= 0 && position % ld->batch == 0, "seek position must be a multiple of batch");
     if (ld->mode == LOADER_TRAIN_PAIRS)
-        DATA_CHECK(position / ld->batch < ld->batches_per_epoch, "seek position past the last full batch");
+        CHECK(position / ld->batch < ld->batches_per_epoch, "seek position past the last full batch");
     else
-        DATA_CHECK(position <= ld->ds->n, "seek position past the end of the dataset");
+        CHECK(position <= ld->ds->n, "seek position past the end of the dataset");
     stop_workers(ld);
     ld->start_epoch = epoch;
     ld->start_position = position;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "../tensor/device.h"
-#include "../tensor/safetensors.h"
+#include "../io/safetensors.h"
 
 // every config field as (name, pointer); ints and floats are stored as decimal strings
 typedef struct { const char *key; int *i; float *f; } ConfigField;

@@ -358,17 +358,19 @@ void channel_pad_backward_cpu(float *dx, const float *dout, int N, int C, int Co
 // conv2d with its epilogue: out = relu?(conv(x) + b + residual). Folding the residual add and the ReLU into the
 // convolution leaves one tensor on the tape where there were two or three, which is most of what a residual
 // encoder keeps for backward. Only existing kernels are used, so the CUDA path is the same code.
-// in: x, w, b, residual (b and residual may be NULL); iarg: N, C, H, W, Co, K, stride, pad, relu
+// in: x, w, b, residual (b and residual may be NULL)
+typedef struct { int N, C, H, W, Co, K, stride, pad; bool relu; } ConvArgs;
+
 static void conv2d_backward_node(Node *n) {
     Tensor *x = n->in[0], *w = n->in[1], *out = n->out;
-    const int *a = n->iarg;
+    const ConvArgs *a = n->args;
     // ReLU: zero the gradient where out <= 0, in place - out's gradient is freed as soon as this node returns
-    if (a[8]) KERNEL(out->device, relu_mask)(out->grad, out->data, out->numel);
+    if (a->relu) KERNEL(out->device, relu_mask)(out->grad, out->data, out->numel);
     const float *dz = out->grad;  // now d(loss)/d(conv(x) + b + residual)
     float *dres = input_grad(n, 3);
     if (dres) KERNEL(out->device, axpy)(dres, dz, 1.0f, out->numel);
     KERNEL(x->device, conv2d_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), dz, x->data, w->data,
-                                       a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+                                       a->N, a->C, a->H, a->W, a->Co, a->K, a->stride, a->pad);
 }
 
 static Tensor *conv2d_fused(const char *name, Tensor *x, Tensor *w, Tensor *b, int stride, int pad,
@@ -392,11 +394,8 @@ static Tensor *conv2d_fused(const char *name, Tensor *x, Tensor *w, Tensor *b, i
     if (residual) KERNEL(x->device, binary_forward)(BINARY_ADD, out->data, out->data, residual->data, out->numel);
     if (relu) KERNEL(x->device, unary_forward)(UNARY_RELU, out->data, out->data, out->numel);
     Tensor *in[4] = {x, w, b, residual};
-    Node *n = tape_record(name, conv2d_backward_node, out, 4, in);
-    if (n) {
-        int args[9] = {N, C, H, W, Co, K, stride, pad, relu};
-        memcpy(n->iarg, args, sizeof args);
-    }
+    ConvArgs args = {.N = N, .C = C, .H = H, .W = W, .Co = Co, .K = K, .stride = stride, .pad = pad, .relu = relu};
+    tape_record(name, conv2d_backward_node, out, 4, in, &args, sizeof args);
     return out;
 }
 
@@ -412,10 +411,12 @@ Tensor *op_conv2d_add(Tensor *x, Tensor *w, Tensor *b, int stride, int pad, Tens
     return conv2d_fused("conv2d_add", x, w, b, stride, pad, residual, false);
 }
 
-// iarg: N, C, H, W, K, stride
+typedef struct { int N, C, H, W, K, stride; } PoolArgs;
+
 static void avgpool2d_backward_node(Node *n) {
-    const int *a = n->iarg;
-    KERNEL(n->out->device, avgpool2d_backward)(input_grad(n, 0), n->out->grad, a[0], a[1], a[2], a[3], a[4], a[5]);
+    const PoolArgs *a = n->args;
+    KERNEL(n->out->device, avgpool2d_backward)(input_grad(n, 0), n->out->grad, a->N, a->C, a->H, a->W, a->K,
+                                               a->stride);
 }
 
 Tensor *op_avgpool2d(Tensor *x, int k, int stride) {
@@ -426,18 +427,16 @@ Tensor *op_avgpool2d(Tensor *x, int k, int stride) {
     int Ho = (H - k) / stride + 1, Wo = (W - k) / stride + 1;
     Tensor *out = tape_tensor(x->device, SHAPE(N, C, Ho, Wo));
     KERNEL(x->device, avgpool2d_forward)(out->data, x->data, N, C, H, W, k, stride);
-    Node *n = tape_record("avgpool2d", avgpool2d_backward_node, out, 1, &x);
-    if (n) {
-        int args[6] = {N, C, H, W, k, stride};
-        memcpy(n->iarg, args, sizeof args);
-    }
+    PoolArgs args = {.N = N, .C = C, .H = H, .W = W, .K = k, .stride = stride};
+    tape_record("avgpool2d", avgpool2d_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }
 
-// iarg: N, C, H, W, pad
+typedef struct { int N, C, H, W, pad; } ReflectPadArgs;
+
 static void reflect_pad2d_backward_node(Node *n) {
-    const int *a = n->iarg;
-    KERNEL(n->out->device, reflect_pad2d_backward)(input_grad(n, 0), n->out->grad, a[0], a[1], a[2], a[3], a[4]);
+    const ReflectPadArgs *a = n->args;
+    KERNEL(n->out->device, reflect_pad2d_backward)(input_grad(n, 0), n->out->grad, a->N, a->C, a->H, a->W, a->pad);
 }
 
 Tensor *op_reflect_pad2d(Tensor *x, int pad) {
@@ -447,18 +446,17 @@ Tensor *op_reflect_pad2d(Tensor *x, int pad) {
           H, W);
     Tensor *out = tape_tensor(x->device, SHAPE(N, C, H + 2 * pad, W + 2 * pad));
     KERNEL(x->device, reflect_pad2d_forward)(out->data, x->data, N, C, H, W, pad);
-    Node *n = tape_record("reflect_pad2d", reflect_pad2d_backward_node, out, 1, &x);
-    if (n) {
-        int args[5] = {N, C, H, W, pad};
-        memcpy(n->iarg, args, sizeof args);
-    }
+    ReflectPadArgs args = {.N = N, .C = C, .H = H, .W = W, .pad = pad};
+    tape_record("reflect_pad2d", reflect_pad2d_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }
 
-// iarg: N, C, Co, S
+// x: (N, C, S) padded to (N, Co, S)
+typedef struct { int N, C, Co, S; } ChannelPadArgs;
+
 static void channel_pad_backward_node(Node *n) {
-    const int *a = n->iarg;
-    KERNEL(n->out->device, channel_pad_backward)(input_grad(n, 0), n->out->grad, a[0], a[1], a[2], a[3]);
+    const ChannelPadArgs *a = n->args;
+    KERNEL(n->out->device, channel_pad_backward)(input_grad(n, 0), n->out->grad, a->N, a->C, a->Co, a->S);
 }
 
 Tensor *op_channel_pad(Tensor *x, int channels_out) {
@@ -471,10 +469,7 @@ Tensor *op_channel_pad(Tensor *x, int channels_out) {
     shape[1] = channels_out;
     Tensor *out = tape_tensor(x->device, x->ndim, shape);
     KERNEL(x->device, channel_pad_forward)(out->data, x->data, N, C, channels_out, S);
-    Node *n = tape_record("channel_pad", channel_pad_backward_node, out, 1, &x);
-    if (n) {
-        int args[4] = {N, C, channels_out, S};
-        memcpy(n->iarg, args, sizeof args);
-    }
+    ChannelPadArgs args = {.N = N, .C = C, .Co = channels_out, .S = S};
+    tape_record("channel_pad", channel_pad_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }

@@ -66,16 +66,21 @@ void scale_forward_cpu(float *out, const float *x, float alpha, long n) {
 
 // ---- autograd ops ----
 
+typedef struct { UnaryOp op; } UnaryArgs;
+typedef struct { BinaryOp op; } BinaryArgs;
+typedef struct { float alpha; } ScaleArgs;
+
 static void unary_backward_node(Node *n) {
+    const UnaryArgs *a = n->args;
     Tensor *x = n->in[0], *out = n->out;
-    KERNEL(x->device, unary_backward)((UnaryOp)n->iarg[0], input_grad(n, 0), out->grad, x->data, out->data, x->numel);
+    KERNEL(x->device, unary_backward)(a->op, input_grad(n, 0), out->grad, x->data, out->data, x->numel);
 }
 
 static Tensor *unary(const char *name, UnaryOp op, Tensor *x) {
     Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
     KERNEL(x->device, unary_forward)(op, out->data, x->data, x->numel);
-    Node *n = tape_record(name, unary_backward_node, out, 1, &x);
-    if (n) n->iarg[0] = op;
+    UnaryArgs args = {op};
+    tape_record(name, unary_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }
 
@@ -86,8 +91,9 @@ Tensor *op_exp(Tensor *x) { return unary("exp", UNARY_EXP, x); }
 Tensor *op_log(Tensor *x) { return unary("log", UNARY_LOG, x); }
 
 static void binary_backward_node(Node *n) {
+    const BinaryArgs *args = n->args;
     Tensor *a = n->in[0], *b = n->in[1];
-    KERNEL(a->device, binary_backward)((BinaryOp)n->iarg[0], input_grad(n, 0), input_grad(n, 1), n->out->grad,
+    KERNEL(a->device, binary_backward)(args->op, input_grad(n, 0), input_grad(n, 1), n->out->grad,
                                        a->data, b->data, a->numel);
 }
 
@@ -96,8 +102,8 @@ static Tensor *binary(const char *name, BinaryOp op, Tensor *a, Tensor *b) {
     Tensor *out = tape_tensor(a->device, a->ndim, a->shape);
     KERNEL(a->device, binary_forward)(op, out->data, a->data, b->data, a->numel);
     Tensor *in[2] = {a, b};
-    Node *n = tape_record(name, binary_backward_node, out, 2, in);
-    if (n) n->iarg[0] = op;
+    BinaryArgs args = {op};
+    tape_record(name, binary_backward_node, out, 2, in, &args, sizeof args);
     return out;
 }
 
@@ -105,13 +111,14 @@ Tensor *op_add(Tensor *a, Tensor *b) { return binary("add", BINARY_ADD, a, b); }
 Tensor *op_mul(Tensor *a, Tensor *b) { return binary("mul", BINARY_MUL, a, b); }
 
 static void scale_backward_node(Node *n) {
-    KERNEL(n->out->device, axpy)(input_grad(n, 0), n->out->grad, n->farg[0], n->out->numel);
+    const ScaleArgs *a = n->args;
+    KERNEL(n->out->device, axpy)(input_grad(n, 0), n->out->grad, a->alpha, n->out->numel);
 }
 
 Tensor *op_scale(Tensor *x, float alpha) {
     Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
     KERNEL(x->device, scale_forward)(out->data, x->data, alpha, x->numel);
-    Node *n = tape_record("scale", scale_backward_node, out, 1, &x);
-    if (n) n->farg[0] = alpha;
+    ScaleArgs args = {alpha};
+    tape_record("scale", scale_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }

@@ -43,11 +43,14 @@ void bias_backward_cpu(float *db, const float *dout, int N, int C, int S) {
 
 // ---- autograd ops ----
 
-// iarg: trans_a, trans_b, M, N, K.  C = op(A) op(B), so dop(A) = dC op(B)^T and dop(B) = op(A)^T dC.
+// C (M, N) = op(A) (M, K) op(B) (K, N), so dop(A) = dC op(B)^T and dop(B) = op(A)^T dC.
+typedef struct { bool trans_a, trans_b; int M, N, K; } MatmulArgs;
+
 static void matmul_backward_node(Node *n) {
+    const MatmulArgs *args = n->args;
     Tensor *a = n->in[0], *b = n->in[1];
-    bool ta = n->iarg[0], tb = n->iarg[1];
-    int M = n->iarg[2], N = n->iarg[3], K = n->iarg[4];
+    bool ta = args->trans_a, tb = args->trans_b;
+    int M = args->M, N = args->N, K = args->K;
     const float *dc = n->out->grad;
     float *da = input_grad(n, 0);
     if (da) {
@@ -70,18 +73,18 @@ Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_a, bool trans_b) {
     Tensor *out = tape_tensor(a->device, SHAPE(M, N));
     KERNEL(a->device, gemm)(trans_a, trans_b, M, N, K, 1.0f, a->data, b->data, 0.0f, out->data);
     Tensor *in[2] = {a, b};
-    Node *n = tape_record("matmul", matmul_backward_node, out, 2, in);
-    if (n) {
-        n->iarg[0] = trans_a; n->iarg[1] = trans_b;
-        n->iarg[2] = M; n->iarg[3] = N; n->iarg[4] = K;
-    }
+    MatmulArgs args = {.trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K};
+    tape_record("matmul", matmul_backward_node, out, 2, in, &args, sizeof args);
     return out;
 }
 
-// out = x w^T + b;  x: (N, In), w: (Out, In), b: (Out), out: (N, Out).  iarg: N, In, Out
+// out = x w^T + b;  x: (N, In), w: (Out, In), b: (Out), out: (N, Out)
+typedef struct { int N, In, Out; } LinearArgs;
+
 static void linear_backward_node(Node *n) {
+    const LinearArgs *a = n->args;
     Tensor *x = n->in[0], *w = n->in[1];
-    int N = n->iarg[0], In = n->iarg[1], Out = n->iarg[2];
+    int N = a->N, In = a->In, Out = a->Out;
     const float *dout = n->out->grad;
     float *dx = input_grad(n, 0), *dw = input_grad(n, 1), *db = input_grad(n, 2);
     if (dx) KERNEL(x->device, gemm)(false, false, N, In, Out, 1.0f, dout, w->data, 1.0f, dx);  // (N, In) = dout w
@@ -100,7 +103,7 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *b) {
     KERNEL(x->device, gemm)(false, true, N, Out, In, 1.0f, x->data, w->data, 0.0f, out->data);
     if (b) KERNEL(x->device, bias_forward)(out->data, b->data, N, Out, 1);
     Tensor *in[3] = {x, w, b};
-    Node *n = tape_record("linear", linear_backward_node, out, 3, in);
-    if (n) { n->iarg[0] = N; n->iarg[1] = In; n->iarg[2] = Out; }
+    LinearArgs args = {.N = N, .In = In, .Out = Out};
+    tape_record("linear", linear_backward_node, out, 3, in, &args, sizeof args);
     return out;
 }

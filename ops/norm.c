@@ -79,12 +79,15 @@ void batchnorm_backward_cpu(float *dx, float *dgamma, float *dbeta, const float 
     }
 }
 
-// in: x, gamma, beta; saved: mean, invstd; iarg: N, C, S, training
+// in: x, gamma, beta; saved: mean, invstd (C)
+typedef struct { int N, C, S; bool training; } BatchnormArgs;
+
 static void batchnorm_backward_node(Node *n) {
+    const BatchnormArgs *a = n->args;
     Tensor *x = n->in[0], *gamma = n->in[1];
     KERNEL(x->device, batchnorm_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), n->out->grad,
-                                          x->data, n->saved[0]->data, n->saved[1]->data, gamma->data, n->iarg[0],
-                                          n->iarg[1], n->iarg[2], n->iarg[3]);
+                                          x->data, n->saved[0]->data, n->saved[1]->data, gamma->data, a->N, a->C,
+                                          a->S, a->training);
 }
 
 Tensor *op_batchnorm(Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mean, Tensor *running_var,
@@ -104,11 +107,11 @@ Tensor *op_batchnorm(Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mea
                                          running_mean->data, running_var->data, N, C, S, training, BN_MOMENTUM,
                                          BN_EPS);
     Tensor *in[3] = {x, gamma, beta};
-    Node *n = tape_record("batchnorm", batchnorm_backward_node, out, 3, in);
+    BatchnormArgs args = {.N = N, .C = C, .S = S, .training = training};
+    Node *n = tape_record("batchnorm", batchnorm_backward_node, out, 3, in, &args, sizeof args);
     if (n) {
         n->saved[0] = mean;
         n->saved[1] = invstd;
-        n->iarg[0] = N; n->iarg[1] = C; n->iarg[2] = S; n->iarg[3] = training;
     }
     return out;
 }

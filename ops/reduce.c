@@ -23,8 +23,12 @@ void reduce_sum_backward_cpu(float *dx, const float *dout, long outer, long dim,
             for (long i = 0; i < inner; i++) dx[(o * dim + k) * inner + i] += dout[o * inner + i];
 }
 
+// x viewed as (outer, len, inner), summed over len
+typedef struct { long outer, len, inner; } SumArgs;
+
 static void sum_backward_node(Node *n) {
-    KERNEL(n->out->device, reduce_sum_backward)(input_grad(n, 0), n->out->grad, n->iarg[0], n->iarg[1], n->iarg[2]);
+    const SumArgs *a = n->args;
+    KERNEL(n->out->device, reduce_sum_backward)(input_grad(n, 0), n->out->grad, a->outer, a->len, a->inner);
 }
 
 Tensor *op_sum(Tensor *x, int dim) {
@@ -41,8 +45,8 @@ Tensor *op_sum(Tensor *x, int dim) {
     }
     Tensor *out = tape_tensor(x->device, ndim, shape);
     KERNEL(x->device, reduce_sum_forward)(out->data, x->data, outer, len, inner);
-    Node *n = tape_record("sum", sum_backward_node, out, 1, &x);
-    if (n) { n->iarg[0] = (int)outer; n->iarg[1] = (int)len; n->iarg[2] = (int)inner; }
+    SumArgs args = {.outer = outer, .len = len, .inner = inner};
+    tape_record("sum", sum_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }
 

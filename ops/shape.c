@@ -49,7 +49,7 @@ static void reshape_backward_node(Node *n) {
 
 Tensor *op_reshape(Tensor *x, int ndim, const int *shape) {
     Tensor *out = tape_view(x, ndim, shape);
-    tape_record("reshape", reshape_backward_node, out, 1, &x);
+    tape_record("reshape", reshape_backward_node, out, 1, &x, NULL, 0);
     return out;
 }
 
@@ -61,9 +61,12 @@ Tensor *op_detach(Tensor *x) {
 
 // ---- transpose ----
 
-// iarg = A, M, N of the input
+// the input as (A, M, N)
+typedef struct { int A, M, N; } TransposeArgs;
+
 static void transpose_backward_node(Node *n) {
-    KERNEL(n->out->device, transpose_backward)(input_grad(n, 0), n->out->grad, n->iarg[0], n->iarg[1], n->iarg[2]);
+    const TransposeArgs *a = n->args;
+    KERNEL(n->out->device, transpose_backward)(input_grad(n, 0), n->out->grad, a->A, a->M, a->N);
 }
 
 Tensor *op_transpose(Tensor *x) {
@@ -72,8 +75,8 @@ Tensor *op_transpose(Tensor *x) {
     int M = x->shape[x->ndim - 2], N = x->shape[x->ndim - 1];
     Tensor *out = x->ndim == 3 ? tape_tensor(x->device, SHAPE(A, N, M)) : tape_tensor(x->device, SHAPE(N, M));
     KERNEL(x->device, transpose_forward)(out->data, x->data, A, M, N);
-    Node *n = tape_record("transpose", transpose_backward_node, out, 1, &x);
-    if (n) { n->iarg[0] = A; n->iarg[1] = M; n->iarg[2] = N; }
+    TransposeArgs args = {.A = A, .M = M, .N = N};
+    tape_record("transpose", transpose_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }
 
@@ -98,17 +101,20 @@ Tensor *op_concat0(Tensor *a, Tensor *b) {
     dev_copy(out->data, out->device, a->data, a->device, (size_t)a->numel * sizeof(float));
     dev_copy(out->data + a->numel, out->device, b->data, b->device, (size_t)b->numel * sizeof(float));
     Tensor *in[2] = {a, b};
-    tape_record("concat0", concat0_backward_node, out, 2, in);
+    tape_record("concat0", concat0_backward_node, out, 2, in, NULL, 0);
     return out;
 }
 
 // ---- repeat: x (A, N) -> (A, k, N), a broadcast along a new dim 1 ----
 
+typedef struct { int A, k, N; } RepeatArgs;
+
 // d x[a, n] += sum_k dout[a, k, n]: the sum goes to a temporary, then into the (accumulating) input gradient
 static void repeat_backward_node(Node *n) {
+    const RepeatArgs *a = n->args;
     Tensor *x = n->in[0];
     Tensor *summed = tape_tensor(x->device, x->ndim, x->shape);
-    KERNEL(x->device, reduce_sum_forward)(summed->data, n->out->grad, n->iarg[0], n->iarg[1], n->iarg[2]);
+    KERNEL(x->device, reduce_sum_forward)(summed->data, n->out->grad, a->A, a->k, a->N);
     KERNEL(x->device, axpy)(input_grad(n, 0), summed->data, 1.0f, x->numel);
 }
 
@@ -118,17 +124,19 @@ Tensor *op_repeat(Tensor *x, int k) {
     Tensor *out = tape_tensor(x->device, SHAPE(A, k, N));
     dev_zero(out->device, out->data, (size_t)out->numel * sizeof(float));
     KERNEL(x->device, reduce_sum_backward)(out->data, x->data, A, k, N);  // out[a, j, n] += x[a, n]
-    Node *n = tape_record("repeat", repeat_backward_node, out, 1, &x);
-    if (n) { n->iarg[0] = A; n->iarg[1] = k; n->iarg[2] = N; }
+    RepeatArgs args = {.A = A, .k = k, .N = N};
+    tape_record("repeat", repeat_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }
 
 // ---- gather one location per row ----
 
-// aux = idx on the device; iarg = B, D, S
+// x: (B, D, S) with S locations; aux = the B indices on the device
+typedef struct { int B, D, S; } GatherArgs;
+
 static void gather_location_backward_node(Node *n) {
-    KERNEL(n->out->device, gather_location_backward)(input_grad(n, 0), n->out->grad, n->aux, n->iarg[0], n->iarg[1],
-                                                     n->iarg[2]);
+    const GatherArgs *a = n->args;
+    KERNEL(n->out->device, gather_location_backward)(input_grad(n, 0), n->out->grad, n->aux, a->B, a->D, a->S);
 }
 
 Tensor *op_gather_location(Tensor *x, const int *idx) {
@@ -137,14 +145,14 @@ Tensor *op_gather_location(Tensor *x, const int *idx) {
     for (int b = 0; b < B; b++) CHECK(idx[b] >= 0 && idx[b] < S, "location %d of row %d outside [0, %d)", idx[b], b, S);
     Device dev = x->device;
     Tensor *out = tape_tensor(dev, SHAPE(B, D));
-    Node *n = tape_record("gather_location", gather_location_backward_node, out, 1, &x);
+    GatherArgs args = {.B = B, .D = D, .S = S};
+    Node *n = tape_record("gather_location", gather_location_backward_node, out, 1, &x, &args, sizeof args);
     // the indices stay with the node for backward; without a node they are a temporary for the forward only
     size_t bytes = (size_t)B * sizeof(int);
     int *idx_dev = n ? node_set_aux(n, dev, idx, bytes) : dev_alloc(dev, bytes);
     if (!n) dev_copy(idx_dev, dev, idx, DEV_CPU, bytes);
     KERNEL(dev, gather_location_forward)(out->data, x->data, idx_dev, B, D, S);
-    if (n) { n->iarg[0] = B; n->iarg[1] = D; n->iarg[2] = S; }
-    else dev_free(dev, idx_dev, bytes);
+    if (!n) dev_free(dev, idx_dev, bytes);
     return out;
 }
 
@@ -169,7 +177,7 @@ Tensor *op_dropout(Tensor *x, float p, bool training, Rng *rng) {
     free(host);
     Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
     KERNEL(x->device, binary_forward)(BINARY_MUL, out->data, x->data, mask->data, x->numel);
-    Node *n = tape_record("dropout", dropout_backward_node, out, 1, &x);
+    Node *n = tape_record("dropout", dropout_backward_node, out, 1, &x, NULL, 0);
     if (n) n->saved[0] = mask;
     return out;
 }

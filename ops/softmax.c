@@ -182,14 +182,17 @@ static void split_at(const Tensor *x, int dim, long *outer, long *len, long *inn
     *len = x->shape[dim];
 }
 
+typedef struct { long outer, len, inner; } SoftmaxArgs;
+
 static void softmax_backward_node(Node *n) {
-    KERNEL(n->out->device, softmax_backward)(input_grad(n, 0), n->out->grad, n->out->data, n->iarg[0], n->iarg[1],
-                                             n->iarg[2]);
+    const SoftmaxArgs *a = n->args;
+    KERNEL(n->out->device, softmax_backward)(input_grad(n, 0), n->out->grad, n->out->data, a->outer, a->len, a->inner);
 }
 
 static void log_softmax_backward_node(Node *n) {
-    KERNEL(n->out->device, log_softmax_backward)(input_grad(n, 0), n->out->grad, n->out->data, n->iarg[0],
-                                                 n->iarg[1], n->iarg[2]);
+    const SoftmaxArgs *a = n->args;
+    KERNEL(n->out->device, log_softmax_backward)(input_grad(n, 0), n->out->grad, n->out->data, a->outer, a->len,
+                                                 a->inner);
 }
 
 static Tensor *softmax_op(Tensor *x, int dim, bool log_out) {
@@ -198,19 +201,22 @@ static Tensor *softmax_op(Tensor *x, int dim, bool log_out) {
     Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
     if (log_out) KERNEL(x->device, log_softmax_forward)(out->data, x->data, outer, len, inner);
     else KERNEL(x->device, softmax_forward)(out->data, x->data, outer, len, inner);
-    Node *n = tape_record(log_out ? "log_softmax" : "softmax", log_out ? log_softmax_backward_node
-                                                                        : softmax_backward_node, out, 1, &x);
-    if (n) { n->iarg[0] = (int)outer; n->iarg[1] = (int)len; n->iarg[2] = (int)inner; }
+    SoftmaxArgs args = {.outer = outer, .len = len, .inner = inner};
+    tape_record(log_out ? "log_softmax" : "softmax", log_out ? log_softmax_backward_node : softmax_backward_node, out,
+                1, &x, &args, sizeof args);
     return out;
 }
 
 Tensor *op_softmax(Tensor *x, int dim) { return softmax_op(x, dim, false); }
 Tensor *op_log_softmax(Tensor *x, int dim) { return softmax_op(x, dim, true); }
 
-// saved[0] = probs (N, K); aux = labels on the device; iarg = N, K, n_valid
+// saved[0] = probs (N, K); aux = labels on the device; n_valid rows have a label (the mean is over them)
+typedef struct { int N, K, n_valid; } CrossEntropyArgs;
+
 static void cross_entropy_backward_node(Node *n) {
-    KERNEL(n->out->device, cross_entropy_backward)(input_grad(n, 0), n->out->grad, n->saved[0]->data, n->aux,
-                                                   n->iarg[0], n->iarg[1], n->iarg[2]);
+    const CrossEntropyArgs *a = n->args;
+    KERNEL(n->out->device, cross_entropy_backward)(input_grad(n, 0), n->out->grad, n->saved[0]->data, n->aux, a->N,
+                                                   a->K, a->n_valid);
 }
 
 Tensor *op_cross_entropy(Tensor *logits, const int *labels) {
@@ -223,27 +229,25 @@ Tensor *op_cross_entropy(Tensor *logits, const int *labels) {
     Device dev = logits->device;
     Tensor *loss = tape_tensor(dev, SHAPE(1));
     Tensor *probs = tape_tensor(dev, 2, logits->shape);
-    Node *n = tape_record("cross_entropy", cross_entropy_backward_node, loss, 1, &logits);
+    CrossEntropyArgs args = {.N = N, .K = K, .n_valid = n_valid};
+    Node *n = tape_record("cross_entropy", cross_entropy_backward_node, loss, 1, &logits, &args, sizeof args);
     // the labels stay with the node for backward; without a node they are a temporary for the forward only
     size_t bytes = (size_t)N * sizeof(int);
     int *labels_dev = n ? node_set_aux(n, dev, labels, bytes) : dev_alloc(dev, bytes);
     if (!n) dev_copy(labels_dev, dev, labels, DEV_CPU, bytes);
     KERNEL(dev, cross_entropy_forward)(loss->data, probs->data, logits->data, labels_dev, N, K, n_valid);
-    if (n) {
-        n->saved[0] = probs;
-        n->iarg[0] = N;
-        n->iarg[1] = K;
-        n->iarg[2] = n_valid;
-    } else {
-        dev_free(dev, labels_dev, bytes);
-    }
+    if (n) n->saved[0] = probs;
+    else dev_free(dev, labels_dev, bytes);
     return loss;
 }
 
-// iarg = B, P, L
+// B images, P sources per image, L target locations per image
+typedef struct { int B, P, L; } NceArgs;
+
 static void nce_backward_node(Node *n) {
+    const NceArgs *a = n->args;
     KERNEL(n->out->device, nce_log_softmax_backward)(input_grad(n, 0), n->out->grad, n->in[0]->data, n->out->data,
-                                                     n->iarg[0], n->iarg[1], n->iarg[2]);
+                                                     a->B, a->P, a->L);
 }
 
 Tensor *op_nce_log_softmax(Tensor *x, int B, int P, int L) {
@@ -251,7 +255,7 @@ Tensor *op_nce_log_softmax(Tensor *x, int B, int P, int L) {
           "nce_log_softmax: %ld scores for B=%d P=%d L=%d (needs B*P*B*L)", x->numel, B, P, L);
     Tensor *out = tape_tensor(x->device, SHAPE(B, P, L));
     KERNEL(x->device, nce_log_softmax_forward)(out->data, x->data, B, P, L);
-    Node *n = tape_record("nce_log_softmax", nce_backward_node, out, 1, &x);
-    if (n) { n->iarg[0] = B; n->iarg[1] = P; n->iarg[2] = L; }
+    NceArgs args = {.B = B, .P = P, .L = L};
+    tape_record("nce_log_softmax", nce_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }

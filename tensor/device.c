@@ -1,10 +1,11 @@
-// device.c - checked allocation and the caching memory pool for CPU and CUDA memory.
+// device.c - the caching memory pool for CPU and CUDA memory.
 #include "device.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../base/base.h"
 
 #ifdef USE_CUDA
 #include <cuda_runtime.h>
@@ -12,27 +13,7 @@
     fprintf(stderr, "CUDA error at %s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); exit(1); } } while (0)
 #endif
 
-void check_failed(const char *file, int line, const char *cond, const char *fmt, ...) {
-    fprintf(stderr, "%s:%d: check failed (%s): ", file, line, cond);
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n");
-    exit(1);
-}
-
-void *xmalloc_at(size_t bytes, const char *file, int line) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) { fprintf(stderr, "%s:%d: out of memory allocating %zu bytes\n", file, line, bytes); exit(1); }
-    return p;
-}
-
-void *xcalloc_at(size_t n, size_t size, const char *file, int line) {
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) { fprintf(stderr, "%s:%d: out of memory allocating %zu x %zu bytes\n", file, line, n, size); exit(1); }
-    return p;
-}
+const char *device_name(Device dev) { return dev == DEV_CUDA ? "cuda" : "cpu"; }
 
 // ---- the pool: a free list of (size, ptr) per device; blocks are reused only for the exact rounded size ----
 typedef struct { size_t bytes; void *ptr; } Block;

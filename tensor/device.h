@@ -5,8 +5,17 @@
 #ifndef DEVICE_H
 #define DEVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
-#include "tensor.h"
+
+#include "../base/base.h"   // CHECK and xmalloc: every user of device memory needs them
+
+#ifdef __cplusplus   // the CUDA files (C++) call these too
+extern "C" {
+#endif
+
+typedef enum { DEV_CPU = 0, DEV_CUDA = 1 } Device;
+const char *device_name(Device dev);   // "cpu" or "cuda"
 
 void *dev_alloc(Device dev, size_t bytes);                     // never NULL: exits with a message on failure
 void dev_free(Device dev, void *ptr, size_t bytes);            // back to the pool (bytes as asked)
@@ -18,15 +27,8 @@ size_t dev_pool_cached(Device dev);                            // bytes held in 
 bool dev_cuda_available(void);                                 // built with CUDA and a device is present
 void dev_synchronize(void);
 
-// checked host allocation: exits with file:line on failure
-#define xmalloc(bytes) xmalloc_at((bytes), __FILE__, __LINE__)
-#define xcalloc(n, size) xcalloc_at((n), (size), __FILE__, __LINE__)
-void *xmalloc_at(size_t bytes, const char *file, int line);
-void *xcalloc_at(size_t n, size_t size, const char *file, int line);
-
-// an invariant that stays on in release builds (programming errors, never user input)
-#define CHECK(cond, ...) do { if (!(cond)) check_failed(__FILE__, __LINE__, #cond, __VA_ARGS__); } while (0)
-void check_failed(const char *file, int line, const char *cond, const char *fmt, ...)
-    __attribute__((noreturn, format(printf, 4, 5)));
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,9 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "device.h"
-
-const char *device_name(Device dev) { return dev == DEV_CUDA ? "cuda" : "cpu"; }
 
 long tensor_numel_of(int ndim, const int *shape) {
     long n = 1;
@@ -142,28 +139,6 @@ void tensor_print(const Tensor *t, const char *name) {
     printf(t->numel > 8 ? ", ...]\n" : "]\n");
     free(h);
 }
-
-// ---- RNG: splitmix64. Tiny, fast, and the same sequence everywhere (no libc rand). ----
-void rng_seed(Rng *r, uint64_t seed) { r->state = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull; }
-
-static uint64_t rng_u64(Rng *r) {
-    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-uint32_t rng_u32(Rng *r) { return (uint32_t)(rng_u64(r) >> 32); }
-
-float rng_uniform(Rng *r) { return (float)(rng_u64(r) >> 40) * (1.0f / 16777216.0f); }  // 24 random bits
-
-float rng_normal(Rng *r) {
-    double u1 = ((rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740993.0);  // (0, 1]
-    double u2 = (rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-int rng_int(Rng *r, int n) { return (int)((rng_u64(r) >> 33) % (uint64_t)n); }
 
 static void fill_random(Tensor *t, Rng *r, float a, float b, bool normal) {
     float *h = t->device == DEV_CPU ? t->data : xmalloc((size_t)t->numel * sizeof(float));

@@ -15,9 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TENSOR_MAX_DIMS 4
+#include "../base/base.h"
+#include "../base/rng.h"
+#include "device.h"
 
-typedef enum { DEV_CPU = 0, DEV_CUDA = 1 } Device;
+#define TENSOR_MAX_DIMS 4
 
 struct Node;
 
@@ -59,15 +61,8 @@ void tensor_free_grad(Tensor *t);                                     // drops a
 bool tensor_same_shape(const Tensor *a, const Tensor *b);
 long tensor_numel_of(int ndim, const int *shape);
 void tensor_print(const Tensor *t, const char *name);                 // debug print (first values + stats)
-const char *device_name(Device dev);
 
-// ---- seeded, portable random numbers (same stream on every machine) ----
-typedef struct { uint64_t state; } Rng;
-void rng_seed(Rng *r, uint64_t seed);
-uint32_t rng_u32(Rng *r);
-float rng_uniform(Rng *r);                 // [0, 1)
-float rng_normal(Rng *r);                  // N(0, 1), Box-Muller
-int rng_int(Rng *r, int n);                // uniform in [0, n)
+// ---- seeded random fills (base/rng.h: the same stream on every machine) ----
 void tensor_fill_uniform(Tensor *t, Rng *r, float lo, float hi);
 void tensor_fill_normal(Tensor *t, Rng *r, float mean, float std);
 

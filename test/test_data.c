@@ -513,9 +513,9 @@ static void synthetic_dataset(Dataset *ds, int n, int c, int side, AugFamily fam
     ds->h = ds->w = side;
     ds->pixels = malloc((size_t)n * c * side * side);
     ds->labels = malloc(sizeof(int) * n);
-    DataRng rng;
-    drng_seed(&rng, seed);
-    for (long i = 0; i < (long)n * c * side * side; i++) ds->pixels[i] = (uint8_t)(drng_next(&rng) >> 56);
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (long i = 0; i < (long)n * c * side * side; i++) ds->pixels[i] = (uint8_t)(rng_u64(&rng) >> 56);
     for (int i = 0; i < n; i++) ds->labels[i] = i % 10;
     ds->n_classes = 10;
     ds->family = family;
@@ -946,7 +946,7 @@ static int loader_train_pairs(void) {
     float *x1 = malloc(sizeof(float) * f), *x2 = malloc(sizeof(float) * f);
     int row_ok = 0;
     for (int r = 0; r < LOADER_B; r++) {
-        augment_pair(&ds, ref[5].indices[r], data_hash3(7, 1, (uint64_t)(LOADER_B + r)), x1, x2);
+        augment_pair(&ds, ref[5].indices[r], rng_hash3(7, 1, (uint64_t)(LOADER_B + r)), x1, x2);
         row_ok += !memcmp(x1, ref[5].x1 + r * f, sizeof(float) * f) && !memcmp(x2, ref[5].x2 + r * f, sizeof(float) * f) &&
                   ref[5].labels[r] == ds.labels[ref[5].indices[r]];
     }

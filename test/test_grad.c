@@ -90,7 +90,7 @@ static void wrong_tanh_backward(Node *n) {  // forgets the square in 1 - tanh^2
 static Tensor *build_wrong_tanh(Tensor **in, void *ctx) {
     Tensor *out = tape_tensor(DEV_CPU, in[0]->ndim, in[0]->shape);
     unary_forward_cpu(UNARY_TANH, out->data, in[0]->data, in[0]->numel);
-    tape_record("wrong_tanh", wrong_tanh_backward, out, 1, in);
+    tape_record("wrong_tanh", wrong_tanh_backward, out, 1, in, NULL, 0);
     return out;
 }
 

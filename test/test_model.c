@@ -9,7 +9,7 @@
 #include "../model/amdim.h"
 #include "../model/checkpoint.h"
 #include "../tensor/device.h"
-#include "../tensor/safetensors.h"
+#include "../io/safetensors.h"
 #include "test.h"
 
 #ifndef FIXTURE_DIR

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "../tensor/device.h"
-#include "../tensor/safetensors.h"
+#include "../io/safetensors.h"
 #include "test.h"
 
 #define FIXTURES "test/fixtures/"
