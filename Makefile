@@ -60,9 +60,9 @@ $(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(BUILD)/train: $(BUILD)/train.o $(LIB_OBJ)
+$(BUILD)/train: $(BUILD)/train.o $(BUILD)/driver.o $(LIB_OBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
-$(BUILD)/eval: $(BUILD)/eval.o $(LIB_OBJ)
+$(BUILD)/eval: $(BUILD)/eval.o $(BUILD)/driver.o $(LIB_OBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_runner: $(TEST_OBJ) $(LIB_OBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)

@@ -1,335 +1,408 @@
 // train.c - self-supervised AMDIM training: a thin driver over model/ and data/.
-//   build/train --dataset fashion-mnist --preset tiny --epochs 1 --run-dir runs/fmnist
+//   build/train --dataset fashion-mnist --preset tiny --minutes 8 --run-dir runs/fm
 // Writes <run-dir>/log.jsonl (one line per logging step and per epoch) and <run-dir>/checkpoint.safetensors
 // (every --ckpt-every seconds and at the end, atomically). --resume continues exactly where the run stopped.
-#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
+#include <unistd.h>
 
-#include "data/data.h"
+#include "driver.h"
+#include "io/output.h"
 #include "model/amdim.h"
 #include "model/checkpoint.h"
-#include "tensor/device.h"
+
+#define LR_DECAY 0.2f              // each --decay-at point multiplies the learning rate by this (official x0.2)
+#define MEASURE_SKIP_STEPS 10      // --minutes: steps left out of the speed measurement (first allocations, caches)
+#define MEASURE_SECONDS 20.0       // --minutes: how long the speed is measured before the step count is fixed
 
 typedef struct {
-    const char *dataset, *data_path, *preset, *run_dir, *device;
-    int F, D, d, batch, threads, workers, mixtures, log_every;
-    long epochs, steps;
+    CommonArgs common;
+    const char *preset, *run_dir;
+    int F, D, d, batch, workers, mixtures, log_every, warmup;
+    long epochs, steps, seed;
+    double minutes, ckpt_every;
     float lr, mix_tau, mix_alpha;
-    int warmup;
-    double decay_at[8];   // epochs (fractions allowed) after which the lr is multiplied by 0.2
-    int n_decays;
-    uint64_t seed;
-    double ckpt_every;
+    NumberList decay_at;           // fractions of the run after which the lr is multiplied by LR_DECAY
     bool resume;
+    bool length_given;             // --steps, --epochs or --minutes was on the command line
 } Args;
 
-static void usage(FILE *out) {
-    fprintf(out,
-        "usage: train [options]\n"
-        "  --dataset NAME     fashion-mnist (default), mnist, cifar10, cifar100, stl10, folder\n"
-        "  --data PATH        dataset directory (default for fashion-mnist: /usr/share/datasets/fashion-mnist)\n"
-        "  --preset NAME      tiny (default), cifar-small, cifar-large, stl-small, imagenet-small\n"
-        "  --F N --D N --d N  override the preset's width, embedding size, units per stage\n"
-        "  --batch N          images per step (default 64; each gives two views)\n"
-        "  --epochs N         epochs to train (default 1)   --steps N   stop after N steps instead\n"
-        "  --lr X             Adam learning rate (default 2e-4)  --warmup N  linear warm-up steps (default 500)\n"
-        "  --decay-epochs A,B multiply the lr by 0.2 after each of these epochs, fractions allowed (default none)\n"
-        "  --mixtures K       mixture components (default 1 = off)  --mix-tau X (1.0)  --mix-alpha X (0.05)\n"
-        "  --seed N           (default 1)  --threads N (default 2)  --workers N  data threads (default 2)\n"
-        "  --device cpu|cuda  (default cpu)\n"
-        "  --run-dir DIR      where the log and checkpoint go (default runs/default)\n"
-        "  --ckpt-every SEC   checkpoint interval in seconds (default 300)  --log-every N  steps (default 20)\n"
-        "  --resume           continue from DIR/checkpoint.safetensors\n");
-}
+// Everything one training run holds.
+typedef struct {
+    Args a;
+    Device dev;
+    Dataset ds;
+    Amdim model;
+    Adam opt;
+    Loader *loader;
+    TrainState st;
+    long per_epoch;                // steps per epoch (drop_last)
+    FILE *log;
+    char ckpt_path[4096], log_path[4096];
+    Tensor *x1, *x2;               // (B, C, S, S) the two views on the device
+    int *idx1, *idx2;              // (B) 5x5 source locations of the 5->5 task
+    // --minutes: the step count is not fixed until the speed has been measured
+    long measure_from_step;
+    double measure_from_time;
+    // the current logging window and epoch
+    double window_start, window_wait, session_start;
+    long window_steps, epoch_correct_lin, epoch_correct_mlp, epoch_labeled;
+} Run;
 
-static void die(const char *msg) { fprintf(stderr, "train: %s\n", msg); exit(2); }
-
-static long parse_long(const char *flag, const char *v, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "train: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo, hi, v);
-        exit(2);
-    }
-    return x;
-}
-
-static float parse_float(const char *flag, const char *v, float lo, float hi) {
-    char *end;
-    float x = strtof(v, &end);
-    if (end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "train: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, v);
-        exit(2);
-    }
-    return x;
-}
-
-// --decay-epochs A,B,...: up to 8 positive numbers
-static void parse_decays(Args *a, const char *v) {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", v);
-    a->n_decays = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        char *end;
-        double x = strtod(tok, &end);
-        if (end == tok || *end || !(x > 0 && x < 1e6) || a->n_decays == 8) {
-            fprintf(stderr, "train: --decay-epochs expects up to 8 positive numbers separated by commas, got '%s'\n", v);
-            exit(2);
-        }
-        a->decay_at[a->n_decays++] = x;
-    }
-}
+typedef struct {                   // the scalars of one step
+    float total, l1t5, l1t7, l5t5, reg, cls, lr;
+    long epoch;                    // epoch the batch came from
+} StepStats;
 
 static Args parse_args(int argc, char **argv) {
-    Args a = {.dataset = "fashion-mnist", .preset = "tiny", .run_dir = "runs/default", .device = "cpu",
-              .batch = 64, .threads = 2, .workers = 2, .mixtures = 1, .log_every = 20, .epochs = 1,
-              .lr = 2e-4f, .mix_tau = 1.0f, .mix_alpha = 0.05f, .warmup = 500, .seed = 1, .ckpt_every = 300};
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
-        if (!strcmp(f, "--resume")) { a.resume = true; continue; }
-        if (i + 1 >= argc || strncmp(f, "--", 2)) {
-            fprintf(stderr, "train: unknown or incomplete option '%s' (see --help)\n", f);
-            exit(2);
-        }
-        const char *v = argv[++i];
-        if (!strcmp(f, "--dataset")) a.dataset = v;
-        else if (!strcmp(f, "--data")) a.data_path = v;
-        else if (!strcmp(f, "--preset")) a.preset = v;
-        else if (!strcmp(f, "--run-dir")) a.run_dir = v;
-        else if (!strcmp(f, "--device")) a.device = v;
-        else if (!strcmp(f, "--F")) a.F = (int)parse_long(f, v, 1, 4096);
-        else if (!strcmp(f, "--D")) a.D = (int)parse_long(f, v, 1, 16384);
-        else if (!strcmp(f, "--d")) a.d = (int)parse_long(f, v, 1, 64);
-        else if (!strcmp(f, "--batch")) a.batch = (int)parse_long(f, v, 2, 65536);
-        else if (!strcmp(f, "--epochs")) a.epochs = parse_long(f, v, 1, 100000);
-        else if (!strcmp(f, "--steps")) a.steps = parse_long(f, v, 1, 1L << 40);
-        else if (!strcmp(f, "--lr")) a.lr = parse_float(f, v, 0, 10);
-        else if (!strcmp(f, "--warmup")) a.warmup = (int)parse_long(f, v, 0, 1 << 30);
-        else if (!strcmp(f, "--decay-epochs")) parse_decays(&a, v);
-        else if (!strcmp(f, "--mixtures")) a.mixtures = (int)parse_long(f, v, 1, 64);
-        else if (!strcmp(f, "--mix-tau")) a.mix_tau = parse_float(f, v, 0, 1000);
-        else if (!strcmp(f, "--mix-alpha")) a.mix_alpha = parse_float(f, v, 0, 1000);
-        else if (!strcmp(f, "--seed")) a.seed = (uint64_t)parse_long(f, v, 0, 1L << 62);
-        else if (!strcmp(f, "--threads")) a.threads = (int)parse_long(f, v, 1, 1024);
-        else if (!strcmp(f, "--workers")) a.workers = (int)parse_long(f, v, 1, 64);
-        else if (!strcmp(f, "--ckpt-every")) a.ckpt_every = parse_float(f, v, 1, 1e9f);
-        else if (!strcmp(f, "--log-every")) a.log_every = (int)parse_long(f, v, 1, 1 << 30);
-        else { fprintf(stderr, "train: unknown option '%s' (see --help)\n", f); exit(2); }
-    }
-    if (strcmp(a.device, "cpu") && strcmp(a.device, "cuda")) die("--device must be cpu or cuda");
+    Args a = {.common = COMMON_ARGS_DEFAULT, .preset = "tiny", .run_dir = "runs/default", .batch = 64, .workers = 2,
+              .mixtures = 1, .log_every = 20, .epochs = 1, .lr = 2e-4f, .mix_tau = 1.0f, .mix_alpha = 0.05f,
+              .warmup = 500, .seed = 1, .ckpt_every = 300};
+    Flag flags[] = {
+        COMMON_FLAGS(&a.common),
+        {"--preset", FLAG_STRING, &a.preset, 0, 0, "NAME", "tiny, cifar-small, cifar-large, stl-small, imagenet-small", 0},
+        {"--F", FLAG_INT, &a.F, 1, 4096, "N", "base width F (default: the preset's)", 0},
+        {"--D", FLAG_INT, &a.D, 1, 16384, "N", "embedding width D (default: the preset's)", 0},
+        {"--d", FLAG_INT, &a.d, 1, AMDIM_MAX_UNITS, "N", "residual units per stage (default: the preset's)", 0},
+        {"--batch", FLAG_INT, &a.batch, 2, 65536, "N", "images per step, each giving two views", 0},
+        {"--epochs", FLAG_LONG, &a.epochs, 1, 100000, "N", "length of the run in epochs", 0},
+        {"--steps", FLAG_LONG, &a.steps, 1, 1e12, "N", "length of the run in steps (instead of --epochs)", 0},
+        {"--minutes", FLAG_DOUBLE, &a.minutes, 0.05, 1e6, "M", "train for about M minutes: the step count is fixed from "
+         "the speed measured after warm-up, logged, and kept on --resume", 0},
+        {"--lr", FLAG_FLOAT, &a.lr, 0, 10, "X", "Adam learning rate", 0},
+        {"--warmup", FLAG_INT, &a.warmup, 0, 1 << 30, "N", "linear learning-rate warm-up steps", 0},
+        {"--decay-at", FLAG_NUMBERS, &a.decay_at, 1e-9, 1, "F,..", "multiply the lr by 0.2 after each of these "
+         "fractions of the run (default: none)", 0},
+        {"--mixtures", FLAG_INT, &a.mixtures, 1, 64, "K", "mixture components (1 = off, the official objective)", 0},
+        {"--mix-tau", FLAG_FLOAT, &a.mix_tau, 0, 1000, "X", "mixture softmax temperature", 0},
+        {"--mix-alpha", FLAG_FLOAT, &a.mix_alpha, 0, 1000, "X", "weight of the mixture entropy term", 0},
+        {"--seed", FLAG_LONG, &a.seed, 0, 9007199254740992.0, "N", "seeds weights, data order and augmentations", 0},
+        {"--workers", FLAG_INT, &a.workers, 1, 64, "N", "data loader threads", 0},
+        {"--run-dir", FLAG_STRING, &a.run_dir, 0, 0, "DIR", "where log.jsonl and checkpoint.safetensors go (made if "
+         "missing)", 0},
+        {"--ckpt-every", FLAG_DOUBLE, &a.ckpt_every, 1, 1e9, "SEC", "seconds between checkpoints", 0},
+        {"--log-every", FLAG_INT, &a.log_every, 1, 1 << 30, "N", "steps between log lines", 0},
+        {"--resume", FLAG_SWITCH, &a.resume, 0, 0, NULL, "continue from DIR/checkpoint.safetensors", 0},
+    };
+    int n = (int)(sizeof flags / sizeof flags[0]);
+    flags_parse("train", "[options]", flags, n, argc, argv);
+    a.length_given = flag_given(flags, n, "--steps") || flag_given(flags, n, "--epochs") ||
+                     flag_given(flags, n, "--minutes");
     AmdimConfig probe;
     if (amdim_config_preset(&probe, a.preset)) {
-        fprintf(stderr, "train: unknown preset '%s' (tiny, cifar-small, cifar-large, stl-small, imagenet-small)\n", a.preset);
+        fprintf(stderr, "train: unknown preset '%s' (tiny, cifar-small, cifar-large, stl-small, imagenet-small)\n",
+                a.preset);
         exit(2);
-    }
-    if (!a.data_path) {
-        if (!strcmp(a.dataset, "fashion-mnist")) a.data_path = "/usr/share/datasets/fashion-mnist";
-        else die("--data PATH is required for this dataset");
     }
     return a;
 }
 
-// lr at update t (0-based): linear warm-up, then x0.2 once t has passed each decay point (in epochs of updates)
-static float learning_rate(const Args *a, long t, long per_epoch) {
+// lr at update t (0-based): linear warm-up, then x LR_DECAY from each decay point on (fractions of total steps;
+// none while the run's length is not fixed yet)
+static float learning_rate(const Args *a, long t, long total_steps) {
     float lr = a->lr * (a->warmup > 0 && t < a->warmup ? (float)(t + 1) / (float)a->warmup : 1.0f);
-    for (int i = 0; i < a->n_decays; i++)
-        if (t >= a->decay_at[i] * per_epoch) lr *= 0.2f;
+    for (int i = 0; i < a->decay_at.n && total_steps > 0; i++)
+        if (t >= (long)(a->decay_at.v[i] * (double)total_steps)) lr *= LR_DECAY;
     return lr;
 }
 
-static int count_correct(const Tensor *logits, const int *labels, int *n_labeled) {
-    int N = logits->shape[0], K = logits->shape[1], correct = 0;
+// Keeps only the lines of log.jsonl up to `step`: the steps a resumed run does again appear once.
+static int trim_log(const char *path, long step, char *err, int err_size) {
+    FILE *in = fopen(path, "r");
+    if (!in) return 0;   // no log yet
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = open_output(tmp, "w", err, err_size);
+    if (!out) { fclose(in); return -1; }
+    char line[4096];
+    while (fgets(line, sizeof line, in)) {
+        const char *s = strstr(line, "\"step\":");
+        if (s && strtol(s + 7, NULL, 10) > step) continue;
+        fputs(line, out);
+    }
+    fclose(in);
+    if (fclose(out) || rename(tmp, path)) {
+        snprintf(err, (size_t)err_size, "cannot rewrite %s for the resume", path);
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+// Builds the model, the optimiser, the outputs and the loader; resumes when asked. Returns an exit status.
+static int run_open(Run *r, int argc, char **argv) {
+    memset(r, 0, sizeof *r);
+    r->a = parse_args(argc, argv);
+    Args *a = &r->a;
+    char err[4400];
+    // outputs first: a run that cannot write its results must not start
+    if (make_dirs(a->run_dir, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); return 1; }
+    snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.safetensors", a->run_dir);
+    snprintf(r->log_path, sizeof r->log_path, "%s/log.jsonl", a->run_dir);
+    r->log = open_output(r->log_path, "a", err, sizeof err);
+    if (!r->log) { fprintf(stderr, "train: %s\n", err); return 1; }
+
+    r->dev = driver_start("train", &a->common);
+    const char *split = !strcmp(a->common.dataset, "stl10") ? "train+unlabeled" : "train";
+    if (driver_load("train", &a->common, split, &r->ds)) return 1;
+    if (r->ds.n < a->batch) {
+        fprintf(stderr, "train: dataset has %d images, fewer than one batch of %d\n", r->ds.n, a->batch);
+        return 1;
+    }
+    AmdimConfig cfg;   // the preset, the flags' overrides, and the input's channels and size from the data
+    amdim_config_preset(&cfg, a->preset);
+    if (a->F) cfg.F = a->F;
+    if (a->D) cfg.D = a->D;
+    if (a->d) cfg.d = a->d;
+    cfg.in_channels = r->ds.c;
+    cfg.input_size = r->ds.input_size;
+    cfg.n_classes = r->ds.n_classes;
+    cfg.mixtures = a->mixtures;
+    cfg.mix_tau = a->mix_tau;
+    cfg.mix_alpha = a->mix_alpha;
+    if (amdim_init(&r->model, &cfg, r->dev, (uint64_t)a->seed, err, sizeof err)) {
+        fprintf(stderr, "train: %s\n", err);
+        return 2;
+    }
+    amdim_adam_init(&r->opt, &r->model, a->lr);
+    r->st.seed = (uint64_t)a->seed;
+    snprintf(r->st.dataset, sizeof r->st.dataset, "%s", a->common.dataset);
+    if (a->resume) {
+        if (checkpoint_load(r->ckpt_path, &r->model, &r->opt, &r->st, err, sizeof err)) {
+            fprintf(stderr, "train: %s\n", err);
+            return 1;
+        }
+        if (r->st.seed != (uint64_t)a->seed || strcmp(r->st.dataset, a->common.dataset)) {
+            fprintf(stderr, "train: %s was made with --seed %llu --dataset %s; resume with the same flags\n",
+                    r->ckpt_path, (unsigned long long)r->st.seed, r->st.dataset);
+            return 2;
+        }
+        // the log keeps each step once: lines past the checkpoint go, and appending starts on the trimmed file
+        fclose(r->log);
+        if (trim_log(r->log_path, r->st.step, err, sizeof err) ||
+            !(r->log = open_output(r->log_path, "a", err, sizeof err))) {
+            fprintf(stderr, "train: %s\n", err);
+            return 1;
+        }
+    }
+    r->loader = loader_new(&r->ds, LOADER_TRAIN_PAIRS, a->batch, (uint64_t)a->seed, a->workers);
+    loader_seek(r->loader, r->st.epoch, r->st.position);
+    r->per_epoch = loader_batches_per_epoch(r->loader);
+    // the run's length: kept from the checkpoint unless a length flag is given again
+    if (!a->resume || a->length_given || r->st.total_steps == 0) {
+        r->st.total_steps = a->minutes > 0 ? 0 : a->steps ? a->steps : a->epochs * r->per_epoch;
+        if (a->minutes > 0 && r->st.train_seconds >= a->minutes * 60) r->st.total_steps = r->st.step;
+    }
+    int S = r->ds.input_size, C = r->ds.c, B = a->batch;
+    r->x1 = tensor_new(r->dev, SHAPE(B, C, S, S));
+    r->x2 = tensor_new(r->dev, SHAPE(B, C, S, S));
+    r->idx1 = xmalloc((size_t)B * sizeof(int));
+    r->idx2 = xmalloc((size_t)B * sizeof(int));
+    char total[32];
+    if (r->st.total_steps) snprintf(total, sizeof total, "%ld steps", r->st.total_steps);
+    else snprintf(total, sizeof total, "%g minutes", a->minutes);
+    printf("dataset %s: %d images %dx%dx%d, %d classes | model %s F=%d D=%d d=%d mixtures=%d, %ld parameters | "
+           "batch %d, %s (%ld steps per epoch)%s\n", r->ds.name, r->ds.n, r->ds.c, r->ds.h, r->ds.w,
+           r->ds.n_classes, cfg.preset, cfg.F, cfg.D, cfg.d, cfg.mixtures, r->model.ps.total, B, total, r->per_epoch,
+           a->resume ? ", resumed" : "");
+    return 0;
+}
+
+static void run_close(Run *r) {
+    if (r->log) fclose(r->log);
+    free(r->idx1);
+    free(r->idx2);
+    tensor_free(r->x1);
+    tensor_free(r->x2);
+    if (r->loader) loader_free(r->loader);
+    adam_free(&r->opt);
+    amdim_free(&r->model);
+    dataset_free(&r->ds);
+}
+
+// correct top-1 predictions of logits (2B, K) for the B labels of both views; counts labelled rows in *n_labeled
+static long count_correct(const Tensor *logits, const int *labels, long *n_labeled) {
+    int N = logits->shape[0], K = logits->shape[1];
+    long correct = 0;
     float *h = xmalloc((size_t)N * K * sizeof(float));
     tensor_copy_to_host(logits, h);
     for (int i = 0; i < N; i++) {
-        if (labels[i % (N / 2)] < 0) continue;  // rows are the two views of the same B labels
+        int y = labels[i % (N / 2)];   // rows are the two views of the same B images
+        if (y < 0) continue;
         int best = 0;
         for (int k = 1; k < K; k++) if (h[i * K + k] > h[i * K + best]) best = k;
-        correct += best == labels[i % (N / 2)];
+        correct += best == y;
         (*n_labeled)++;
     }
     free(h);
     return correct;
 }
 
+// One optimiser step on the next batch.
+static StepStats train_step(Run *r) {
+    int B = r->a.batch;
+    Batch *batch;
+    double wait0 = loader_wait_seconds(r->loader);
+    loader_next(r->loader, &batch);
+    r->window_wait += loader_wait_seconds(r->loader) - wait0;
+    tensor_copy_from_host(r->x1, batch->x1);
+    tensor_copy_from_host(r->x2, batch->x2);
+    // per-step randomness (5x5 source locations, dropout) from (seed, step): a resume reproduces it exactly
+    Rng rng;
+    rng_seed(&rng, rng_hash2((uint64_t)r->a.seed, (uint64_t)r->st.step));
+    for (int i = 0; i < B; i++) {
+        r->idx1[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
+        r->idx2[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
+    }
+    paramset_zero_grad(&r->model.ps);
+    AmdimLoss L = amdim_loss(&r->model, r->x1, r->x2, batch->labels, r->idx1, r->idx2, &rng);
+    backward(L.total);
+    r->opt.lr = learning_rate(&r->a, r->st.step, r->st.total_steps);
+    adam_update(&r->opt, &r->model.ps);
+
+    StepStats s = {.total = tensor_item(L.total), .l1t5 = tensor_item(L.l1t5), .l1t7 = tensor_item(L.l1t7),
+                   .l5t5 = tensor_item(L.l5t5), .reg = tensor_item(L.reg), .cls = tensor_item(L.cls),
+                   .lr = r->opt.lr, .epoch = batch->epoch};
+    long n_lab = 0;
+    r->epoch_correct_lin += count_correct(L.lin_logits, batch->labels, &n_lab);
+    r->epoch_correct_mlp += count_correct(L.mlp_logits, batch->labels, &n_lab);
+    r->epoch_labeled += n_lab / 2;
+    tape_clear();
+    r->st.step++;
+    r->st.epoch = batch->epoch;
+    r->st.position = batch->position + B;
+    if (r->st.position >= r->per_epoch * B) { r->st.epoch++; r->st.position = 0; }
+    r->window_steps++;
+    return s;
+}
+
+// The progress line and one log.jsonl line for the steps since the last one.
+static int log_step(Run *r, const StepStats *s) {
+    double t = now_seconds(), dt = t - r->window_start;
+    double img_s = r->window_steps * r->a.batch / dt;
+    char total[24] = "?", eta[32] = "";
+    if (r->st.total_steps) {
+        snprintf(total, sizeof total, "%ld", r->st.total_steps);
+        snprintf(eta, sizeof eta, " ETA %.0fs", (r->st.total_steps - r->st.step) * dt / r->window_steps);
+    }
+    printf("%sstep %ld/%s ep %ld loss %.4f (1t5 %.3f 1t7 %.3f 5t5 %.3f reg %.3f cls %.3f) lr %.2e %.1f img/s "
+           "data-wait %.0f%%%s   %s", isatty(STDOUT_FILENO) ? "\r" : "", r->st.step, total, s->epoch, s->total,
+           s->l1t5, s->l1t7, s->l5t5, s->reg, s->cls, s->lr, img_s, 100 * r->window_wait / dt, eta,
+           isatty(STDOUT_FILENO) ? "" : "\n");
+    fflush(stdout);
+    JsonLine j;
+    jsonl_begin(&j, r->log);
+    jsonl_int(&j, "step", r->st.step);
+    jsonl_int(&j, "epoch", s->epoch);
+    jsonl_num(&j, "loss", s->total);
+    jsonl_num(&j, "l1t5", s->l1t5);
+    jsonl_num(&j, "l1t7", s->l1t7);
+    jsonl_num(&j, "l5t5", s->l5t5);
+    jsonl_num(&j, "reg", s->reg);
+    jsonl_num(&j, "cls", s->cls);
+    jsonl_num(&j, "lr", s->lr);
+    jsonl_num(&j, "img_s", img_s);
+    jsonl_num(&j, "step_s", dt / r->window_steps);
+    jsonl_num(&j, "data_wait_s", r->window_wait / r->window_steps);
+    r->window_start = t;
+    r->window_wait = 0;
+    r->window_steps = 0;
+    return jsonl_end(&j);
+}
+
+// The online probes' accuracy over the epoch that just ended.
+static int log_epoch(Run *r) {
+    double lin = r->epoch_labeled ? 100.0 * r->epoch_correct_lin / r->epoch_labeled : 0;
+    double mlp = r->epoch_labeled ? 100.0 * r->epoch_correct_mlp / r->epoch_labeled : 0;
+    printf("%sepoch %ld done: online probes on the augmented training views: linear %.2f%%, MLP %.2f%%\n",
+           isatty(STDOUT_FILENO) ? "\n" : "", r->st.epoch - 1, lin, mlp);
+    r->epoch_correct_lin = r->epoch_correct_mlp = r->epoch_labeled = 0;
+    JsonLine j;
+    jsonl_begin(&j, r->log);
+    jsonl_int(&j, "epoch_end", r->st.epoch - 1);
+    jsonl_int(&j, "step", r->st.step);
+    jsonl_num(&j, "online_linear_acc", lin);
+    jsonl_num(&j, "online_mlp_acc", mlp);
+    return jsonl_end(&j);
+}
+
+// --minutes: once MEASURE_SECONDS of steps have been timed, fixes the run's length from the measured speed
+// (whole loop: data, step, logging) and says how to repeat it with --steps.
+static int fix_step_count(Run *r, int argc, char **argv) {
+    long done = r->st.step - r->measure_from_step;
+    double t = now_seconds(), step_s = (t - r->measure_from_time) / (double)done;
+    double left = r->a.minutes * 60 - (r->st.train_seconds + t - r->session_start);
+    r->st.total_steps = r->st.step + (left > 0 ? (long)(left / step_s) : 0);
+    printf("%s--minutes %g: %.4f s per step over steps %ld-%ld, so this run is %ld steps. To repeat it exactly:\n  ",
+           isatty(STDOUT_FILENO) ? "\n" : "", r->a.minutes, step_s, r->measure_from_step, r->st.step,
+           r->st.total_steps);
+    for (int i = 0; i < argc; i++) {   // the same command with --steps N for --minutes M
+        if (!strcmp(argv[i], "--minutes") && i + 1 < argc) { i++; continue; }
+        printf("%s ", argv[i]);
+    }
+    printf("--steps %ld\n", r->st.total_steps);
+    JsonLine j;
+    jsonl_begin(&j, r->log);
+    jsonl_num(&j, "minutes", r->a.minutes);
+    jsonl_num(&j, "measured_step_s", step_s);
+    jsonl_int(&j, "measured_from_step", r->measure_from_step);
+    jsonl_int(&j, "measured_to_step", r->st.step);
+    jsonl_int(&j, "fixed_total_steps", r->st.total_steps);
+    return jsonl_end(&j);
+}
+
+static int save_checkpoint(Run *r) {
+    char err[4400];
+    r->st.train_seconds += now_seconds() - r->session_start;
+    r->session_start = now_seconds();
+    if (checkpoint_save(r->ckpt_path, &r->model, &r->opt, &r->st, err, sizeof err)) {
+        fprintf(stderr, "%strain: %s\n", isatty(STDOUT_FILENO) ? "\n" : "", err);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     engine_prefer_passive_wait(argv);
-    Args a = parse_args(argc, argv);
-    char err[512];
-    engine_set_threads(a.threads);
-    Device dev = strcmp(a.device, "cuda") ? DEV_CPU : DEV_CUDA;
-    if (dev == DEV_CUDA && !dev_cuda_available()) die("--device cuda: this build has no CUDA or no GPU was found");
-
-    Dataset ds;
-    const char *split = !strcmp(a.dataset, "stl10") ? "train+unlabeled" : "train";
-    if (dataset_load(&ds, a.dataset, a.data_path, split, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); return 1; }
-    if (ds.n < a.batch) {
-        fprintf(stderr, "train: dataset has %d images, fewer than one batch of %d\n", ds.n, a.batch);
-        dataset_free(&ds);
-        return 1;
-    }
-
-    // model: preset, flag overrides, input channels and size from the data
-    AmdimConfig cfg;
-    amdim_config_preset(&cfg, a.preset);
-    if (a.F) cfg.F = a.F;
-    if (a.D) cfg.D = a.D;
-    if (a.d) cfg.d = a.d;
-    cfg.in_channels = ds.c;
-    cfg.input_size = ds.input_size;
-    cfg.n_classes = ds.n_classes;
-    cfg.mixtures = a.mixtures;
-    cfg.mix_tau = a.mix_tau;
-    cfg.mix_alpha = a.mix_alpha;
-    Amdim model;
-    if (amdim_init(&model, &cfg, dev, a.seed, err, sizeof err)) {
-        fprintf(stderr, "train: %s\n", err);
-        amdim_free(&model);
-        dataset_free(&ds);
-        return 2;
-    }
-    Adam opt;
-    int rc = 0;
-    adam_init(&opt, &model.ps, a.lr, 0.8f, 0.999f, 1e-8f, 1e-5f);
-
-    if (mkdir(a.run_dir, 0755) && errno != EEXIST) {
-        fprintf(stderr, "train: cannot create run directory %s: %s\n", a.run_dir, strerror(errno));
-        rc = 1;
-        goto cleanup_model;
-    }
-    char ckpt_path[1024], log_path[1024];
-    snprintf(ckpt_path, sizeof ckpt_path, "%s/checkpoint.safetensors", a.run_dir);
-    snprintf(log_path, sizeof log_path, "%s/log.jsonl", a.run_dir);
-    TrainState st = {.seed = a.seed};
-    snprintf(st.dataset, sizeof st.dataset, "%s", a.dataset);
-    if (a.resume) {
-        if (checkpoint_load(ckpt_path, &model, &opt, &st, err, sizeof err)) {
-            fprintf(stderr, "train: %s\n", err);
-            rc = 1;
-            goto cleanup_model;
-        }
-        if (st.seed != a.seed || strcmp(st.dataset, a.dataset)) {
-            fprintf(stderr, "train: %s was made with --seed %llu --dataset %s; resume with the same flags\n", ckpt_path,
-                    (unsigned long long)st.seed, st.dataset);
-            rc = 2;
-            goto cleanup_model;
-        }
-    }
-    FILE *log = fopen(log_path, a.resume ? "a" : "w");
-    if (!log) {
-        fprintf(stderr, "train: cannot write %s: %s\n", log_path, strerror(errno));
-        rc = 1;
-        goto cleanup_model;
-    }
-
-    Loader *loader = loader_new(&ds, LOADER_TRAIN_PAIRS, a.batch, a.seed, a.workers);
-    loader_seek(loader, st.epoch, st.position);
-    long per_epoch = loader_batches_per_epoch(loader);
-    long total_steps = a.steps ? a.steps : a.epochs * per_epoch;
-
-    char info[256];
-    engine_describe(info, sizeof info);
-    printf("%s\n", info);
-    printf("dataset %s: %d images %dx%dx%d, %d classes | model %s F=%d D=%d d=%d mixtures=%d, %ld parameters | "
-           "batch %d, %ld steps (%ld per epoch)%s\n",
-           ds.name, ds.n, ds.c, ds.h, ds.w, ds.n_classes, cfg.preset, cfg.F, cfg.D, cfg.d, cfg.mixtures,
-           model.ps.total, a.batch, total_steps, per_epoch, a.resume ? ", resumed" : "");
-
-    int S = ds.input_size, C = ds.c, B = a.batch;
-    Tensor *x1 = tensor_new(dev, SHAPE(B, C, S, S)), *x2 = tensor_new(dev, SHAPE(B, C, S, S));
-    int *idx1 = xmalloc((size_t)B * sizeof(int)), *idx2 = xmalloc((size_t)B * sizeof(int));
-    double t_start = now_seconds(), t_last_ckpt = t_start, t_window = t_start, wait_window = 0;
-    long steps_window = 0, epoch_correct_lin = 0, epoch_correct_mlp = 0, epoch_labeled = 0;
-    long start_step = st.step;
-    while (st.step < total_steps) {
-        double wait0 = loader_wait_seconds(loader);
-        Batch *batch;
-        loader_next(loader, &batch);
-        wait_window += loader_wait_seconds(loader) - wait0;
-        tensor_copy_from_host(x1, batch->x1);
-        tensor_copy_from_host(x2, batch->x2);
-        // per-step randomness (5x5 source locations, dropout) from (seed, step): resumes reproduce it exactly
-        Rng rng;
-        rng_seed(&rng, a.seed * 1000003ull + (uint64_t)st.step);
-        for (int i = 0; i < B; i++) { idx1[i] = rng_int(&rng, 25); idx2[i] = rng_int(&rng, 25); }
-
-        paramset_zero_grad(&model.ps);
-        AmdimLoss L = amdim_loss(&model, x1, x2, batch->labels, idx1, idx2, &rng);
-        backward(L.total);
-        opt.lr = learning_rate(&a, st.step, per_epoch);
-        adam_update(&opt, &model.ps);
-        float total = tensor_item(L.total);
-        int n_lab = 0;
-        epoch_correct_lin += count_correct(L.lin_logits, batch->labels, &n_lab);
-        epoch_correct_mlp += count_correct(L.mlp_logits, batch->labels, &n_lab);
-        epoch_labeled += n_lab / 2;
-        st.step++;
-        st.epoch = batch->epoch;
-        st.position = batch->position + B;
-        if (st.position >= per_epoch * B) { st.epoch++; st.position = 0; }
-        steps_window++;
-        if (!isfinite(total)) {
-            fprintf(stderr, "train: loss is %f at step %ld; stopping (last checkpoint kept at %s)\n", total, st.step, ckpt_path);
+    Run r;
+    int rc = run_open(&r, argc, argv);
+    if (rc) { run_close(&r); return rc; }
+    long start_step = r.st.step;
+    double t_start = now_seconds(), t_last_ckpt = t_start;
+    r.session_start = r.window_start = t_start;
+    if (r.st.total_steps == 0) r.measure_from_step = -1;   // --minutes: measuring starts after the skipped steps
+    while (r.st.total_steps == 0 || r.st.step < r.st.total_steps) {
+        StepStats s = train_step(&r);
+        if (!isfinite(s.total)) {
+            fprintf(stderr, "%strain: loss is %f at step %ld; stopping (%s)\n", isatty(STDOUT_FILENO) ? "\n" : "",
+                    s.total, r.st.step, access(r.ckpt_path, F_OK) ? "no checkpoint was written" : r.ckpt_path);
             rc = 3;
-            tape_clear();
             break;
         }
-        bool epoch_end = st.position == 0;
-        if (st.step % a.log_every == 0 || epoch_end || st.step == total_steps) {
-            double t = now_seconds(), dt = t - t_window;
-            double img_s = steps_window * B / dt, eta = (total_steps - st.step) * dt / steps_window;
-            float l1t5 = tensor_item(L.l1t5), l1t7 = tensor_item(L.l1t7), l5t5 = tensor_item(L.l5t5);
-            float reg = tensor_item(L.reg), cls = tensor_item(L.cls);
-            printf("\rstep %ld/%ld ep %ld loss %.4f (1t5 %.3f 1t7 %.3f 5t5 %.3f reg %.3f cls %.3f) lr %.2e "
-                   "%.1f img/s data-wait %.0f%% ETA %.0fs   ",
-                   st.step, total_steps, batch->epoch, total, l1t5, l1t7, l5t5, reg, cls, opt.lr, img_s,
-                   100 * wait_window / dt, eta);
-            fflush(stdout);
-            fprintf(log, "{\"step\":%ld,\"epoch\":%ld,\"loss\":%.9g,\"l1t5\":%.9g,\"l1t7\":%.9g,\"l5t5\":%.9g,"
-                         "\"reg\":%.9g,\"cls\":%.9g,\"lr\":%.7g,\"img_s\":%.2f,\"step_s\":%.4f,\"data_wait_s\":%.4f}\n",
-                    st.step, batch->epoch, total, l1t5, l1t7, l5t5, reg, cls, opt.lr, img_s, dt / steps_window,
-                    wait_window / steps_window);
-            fflush(log);
-            t_window = t;
-            wait_window = 0;
-            steps_window = 0;
+        if (r.st.total_steps == 0 && r.st.step - start_step == MEASURE_SKIP_STEPS) {
+            r.measure_from_step = r.st.step;
+            r.measure_from_time = now_seconds();
         }
-        tape_clear();
-        if (epoch_end) {
-            double lin = epoch_labeled ? 100.0 * epoch_correct_lin / epoch_labeled : 0;
-            double mlp = epoch_labeled ? 100.0 * epoch_correct_mlp / epoch_labeled : 0;
-            printf("\nepoch %ld done: online probes on the augmented training views: linear %.2f%%, MLP %.2f%%\n",
-                   st.epoch - 1, lin, mlp);
-            fprintf(log, "{\"epoch_end\":%ld,\"step\":%ld,\"online_linear_acc\":%.4f,\"online_mlp_acc\":%.4f}\n",
-                    st.epoch - 1, st.step, lin, mlp);
-            fflush(log);
-            epoch_correct_lin = epoch_correct_mlp = epoch_labeled = 0;
-        }
-        if (now_seconds() - t_last_ckpt > a.ckpt_every && st.step < total_steps) {
-            if (checkpoint_save(ckpt_path, &model, &opt, &st, err, sizeof err)) { fprintf(stderr, "\ntrain: %s\n", err); rc = 1; break; }
+        if (r.st.total_steps == 0 && r.measure_from_step >= 0 && now_seconds() - r.measure_from_time >= MEASURE_SECONDS &&
+            fix_step_count(&r, argc, argv)) { rc = 1; break; }
+        bool epoch_end = r.st.position == 0;
+        bool last = r.st.total_steps && r.st.step >= r.st.total_steps;
+        if ((r.st.step % r.a.log_every == 0 || epoch_end || last) && log_step(&r, &s)) rc = 1;
+        if (epoch_end && log_epoch(&r)) rc = 1;
+        if (rc) { fprintf(stderr, "\ntrain: cannot write %s\n", r.log_path); break; }
+        if (!last && now_seconds() - t_last_ckpt > r.a.ckpt_every) {
+            if (save_checkpoint(&r)) { rc = 1; break; }
             t_last_ckpt = now_seconds();
         }
     }
-    if (rc == 0) {
-        if (checkpoint_save(ckpt_path, &model, &opt, &st, err, sizeof err)) { fprintf(stderr, "\ntrain: %s\n", err); rc = 1; }
-        else printf("\ntrained %ld steps in %.1fs; checkpoint: %s\n", st.step - start_step, now_seconds() - t_start, ckpt_path);
-    }
-    fclose(log);
-    free(idx1);
-    free(idx2);
-    tensor_free(x1);
-    tensor_free(x2);
-    loader_free(loader);
-cleanup_model:
-    adam_free(&opt);
-    amdim_free(&model);
-    dataset_free(&ds);
+    if (rc == 0 && save_checkpoint(&r) == 0)
+        printf("%strained %ld steps in %.1fs; checkpoint: %s\n", isatty(STDOUT_FILENO) ? "\n" : "",
+               r.st.step - start_step, now_seconds() - t_start, r.ckpt_path);
+    else if (rc == 0)
+        rc = 1;
+    run_close(&r);
     return rc;
 }

@@ -280,7 +280,7 @@ static int bench_model(const Options *o) {
     Amdim m;
     if (init_model(o, &m, &cfg)) return 2;
     Adam opt;
-    adam_init(&opt, &m.ps, 2e-4f, 0.8f, 0.999f, 1e-8f, 1e-5f);
+    amdim_adam_init(&opt, &m, 2e-4f);
 
     // random normal views, random labels and 5x5 source locations: timing does not depend on the values
     int B = o->batch, C = cfg.in_channels, S = cfg.input_size;
@@ -293,8 +293,8 @@ static int bench_model(const Options *o) {
         *idx2 = xmalloc((size_t)B * sizeof(int));
     for (int i = 0; i < B; i++) {
         labels[i] = rng_int(&rng, cfg.n_classes);
-        idx1[i] = rng_int(&rng, 25);
-        idx2[i] = rng_int(&rng, 25);
+        idx1[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
+        idx2[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
     }
     printf("model %s (F=%d D=%d d=%d, input %dx%dx%d, %ld floats of parameters and buffers), batch %d, %d threads\n",
            cfg.preset, cfg.F, cfg.D, cfg.d, C, S, S, m.ps.total, B, o->threads);

@@ -183,7 +183,8 @@ int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char
     m->cfg = *cfg;
     if (m->cfg.mix_hidden <= 0) m->cfg.mix_hidden = m->cfg.D;
     AmdimConfig *c = &m->cfg;
-    if (c->F < 1 || c->D < 1 || c->d < 1 || c->in_channels < 1 || c->n_classes < 1 || c->mixtures < 1) {
+    if (c->F < 1 || c->D < 1 || c->d < 1 || c->d > AMDIM_MAX_UNITS || c->in_channels < 1 || c->n_classes < 1 ||
+        c->mixtures < 1) {
         snprintf(err, (size_t)err_size, "invalid model sizes F=%d D=%d d=%d channels=%d classes=%d mixtures=%d",
                  c->F, c->D, c->d, c->in_channels, c->n_classes, c->mixtures);
         return -1;
@@ -202,9 +203,9 @@ int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char
         m->mix_w2 = declare(m, false, SHAPE(c->mixtures * c->D, c->mix_hidden), "mix.fc2.weight");
         m->mix_b2 = declare(m, false, SHAPE(c->mixtures * c->D), "mix.fc2.bias");
     }
-    m->mlp_w1 = declare(m, false, SHAPE(1024, c->D), "cls_mlp.fc1.weight");
-    declare_bn(m, 1024, &m->mlp_gamma, &m->mlp_beta, &m->mlp_rm, &m->mlp_rv, "cls_mlp.bn");
-    m->mlp_w2 = declare(m, false, SHAPE(c->n_classes, 1024), "cls_mlp.fc2.weight");
+    m->mlp_w1 = declare(m, false, SHAPE(AMDIM_CLS_HIDDEN, c->D), "cls_mlp.fc1.weight");
+    declare_bn(m, AMDIM_CLS_HIDDEN, &m->mlp_gamma, &m->mlp_beta, &m->mlp_rm, &m->mlp_rv, "cls_mlp.bn");
+    m->mlp_w2 = declare(m, false, SHAPE(c->n_classes, AMDIM_CLS_HIDDEN), "cls_mlp.fc2.weight");
     m->mlp_b2 = declare(m, false, SHAPE(c->n_classes), "cls_mlp.fc2.bias");
     m->lin_w = declare(m, false, SHAPE(c->n_classes, c->D), "cls_lin.weight");
     m->lin_b = declare(m, false, SHAPE(c->n_classes), "cls_lin.bias");
@@ -234,14 +235,18 @@ int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char
     }
     init_uniform_fan_in(m->mlp_w1, &rng, c->D);
     init_bn(m->mlp_gamma, m->mlp_beta, m->mlp_rm, m->mlp_rv);
-    init_uniform_fan_in(m->mlp_w2, &rng, 1024);
-    init_uniform_fan_in(m->mlp_b2, &rng, 1024);
+    init_uniform_fan_in(m->mlp_w2, &rng, AMDIM_CLS_HIDDEN);
+    init_uniform_fan_in(m->mlp_b2, &rng, AMDIM_CLS_HIDDEN);
     init_uniform_fan_in(m->lin_w, &rng, c->D);
     init_uniform_fan_in(m->lin_b, &rng, c->D);
     return 0;
 }
 
 void amdim_free(Amdim *m) { paramset_free(&m->ps); }
+
+void amdim_adam_init(Adam *opt, const Amdim *m, float lr) {
+    adam_init(opt, &m->ps, lr, AMDIM_ADAM_BETA1, AMDIM_ADAM_BETA2, AMDIM_ADAM_EPS, AMDIM_WEIGHT_DECAY);
+}
 
 // ---------------------------------------------------------------- forward
 

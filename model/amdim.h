@@ -11,6 +11,14 @@
 
 #include "../ops/ops.h"
 
+// The official optimiser settings (spec section 14): Adam, betas (0.8, 0.999), eps 1e-8, coupled weight decay 1e-5.
+#define AMDIM_ADAM_BETA1 0.8f
+#define AMDIM_ADAM_BETA2 0.999f
+#define AMDIM_ADAM_EPS 1e-8f
+#define AMDIM_WEIGHT_DECAY 1e-5f
+#define AMDIM_CLS_HIDDEN 1024      // hidden width of the online MLP classifier (spec section 7)
+#define AMDIM_LOCAL_SOURCES 25     // locations of the 5x5 map a 5->5 source is drawn from
+
 typedef struct {
     char preset[32];
     int in_channels, input_size;   // C, S (32, 64 or 128: picks the encoder table of spec section 2)
@@ -42,7 +50,9 @@ typedef struct {                   // phi head for f5 or f7 (spec section 3)
     Tensor *gamma, *beta, *running_mean, *running_var;
 } Head;
 
-#define AMDIM_MAX_BLOCKS 64
+// Deepest table (128 px): two stems, five stages of d units, the last RU and the final BN = 4 + 5d blocks.
+#define AMDIM_MAX_UNITS 12
+#define AMDIM_MAX_BLOCKS (4 + 5 * AMDIM_MAX_UNITS)
 
 typedef struct {
     AmdimConfig cfg;
@@ -61,6 +71,8 @@ typedef struct {
 // configuration the encoder cannot take (e.g. an input size without a table).
 int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char *err, int err_size);
 void amdim_free(Amdim *m);
+// Adam over every trainable tensor of the model with the official settings above, at learning rate lr.
+void amdim_adam_init(Adam *opt, const Amdim *m, float lr);
 
 typedef struct {
     Tensor *f1;   // (B, D) after the final BN
@@ -78,7 +90,7 @@ typedef struct {
 } AmdimLoss;
 
 // One training step's graph. x1, x2: (B, C, S, S) the two views; labels: B host ints (-1 = none);
-// idx1, idx2: B host ints in [0, 25) - the 5x5 source location of the 5->5 task for each view;
+// idx1, idx2: B host ints in [0, AMDIM_LOCAL_SOURCES) - the 5x5 source location of the 5->5 task for each view;
 // rng: dropout masks of the MLP classifier.
 AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const int *idx1, const int *idx2, Rng *rng);
 

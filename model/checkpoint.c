@@ -50,6 +50,8 @@ int checkpoint_save(const char *path, const Amdim *m, const Adam *opt, const Tra
         snprintf(value, sizeof value, "%ld", st->step);      st_writer_meta(w, "step", value);
         snprintf(value, sizeof value, "%ld", st->epoch);     st_writer_meta(w, "epoch", value);
         snprintf(value, sizeof value, "%ld", st->position);  st_writer_meta(w, "position", value);
+        snprintf(value, sizeof value, "%ld", st->total_steps); st_writer_meta(w, "total_steps", value);
+        snprintf(value, sizeof value, "%.3f", st->train_seconds); st_writer_meta(w, "train_seconds", value);
         snprintf(value, sizeof value, "%" PRIu64, st->seed); st_writer_meta(w, "seed", value);
         st_writer_meta(w, "dataset", st->dataset);
     }
@@ -193,6 +195,11 @@ int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char 
         rc = meta_long(f, path, "step", &st->step, err, err_size);
         if (!rc) rc = meta_long(f, path, "epoch", &st->epoch, err, err_size);
         if (!rc) rc = meta_long(f, path, "position", &st->position, err, err_size);
+        // total_steps and train_seconds came after version 1's first checkpoints: absent means "not fixed", 0 s
+        st->total_steps = 0;
+        st->train_seconds = 0;
+        if (!rc && st_meta(f, "total_steps")) rc = meta_long(f, path, "total_steps", &st->total_steps, err, err_size);
+        if (!rc && st_meta(f, "train_seconds")) st->train_seconds = strtod(st_meta(f, "train_seconds"), NULL);
         long seed = 0;
         if (!rc) rc = meta_long(f, path, "seed", &seed, err, err_size);
         st->seed = (uint64_t)seed;

@@ -13,6 +13,8 @@
 typedef struct {
     long step;            // optimiser updates done
     long epoch, position; // where the data loader resumes
+    long total_steps;     // length of the run once fixed (--steps, --epochs, or measured by --minutes); 0 = not yet
+    double train_seconds; // training time spent so far, over every session of the run
     uint64_t seed;
     char dataset[32];
 } TrainState;

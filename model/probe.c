@@ -29,7 +29,7 @@ static void probe_init(Probe *p, int dim, int n_classes, bool mlp, const ProbeOp
     memset(p, 0, sizeof *p);
     p->mlp = mlp;
     paramset_init(&p->ps);
-    int hidden = 1024;
+    int hidden = PROBE_MLP_HIDDEN;
     if (mlp) {
         p->w1 = paramset_declare(&p->ps, "probe.fc1.weight", SHAPE(hidden, dim), false);
         p->gamma = paramset_declare(&p->ps, "probe.bn.weight", SHAPE(hidden), false);
@@ -37,10 +37,11 @@ static void probe_init(Probe *p, int dim, int n_classes, bool mlp, const ProbeOp
         p->rm = paramset_declare(&p->ps, "probe.bn.running_mean", SHAPE(hidden), true);
         p->rv = paramset_declare(&p->ps, "probe.bn.running_var", SHAPE(hidden), true);
         p->w2 = paramset_declare(&p->ps, "probe.fc2.weight", SHAPE(n_classes, hidden), false);
+        p->b2 = paramset_declare(&p->ps, "probe.fc2.bias", SHAPE(n_classes), false);
     } else {
         p->w2 = paramset_declare(&p->ps, "probe.fc.weight", SHAPE(n_classes, dim), false);
+        p->b2 = paramset_declare(&p->ps, "probe.fc.bias", SHAPE(n_classes), false);
     }
-    p->b2 = paramset_declare(&p->ps, "probe.fc2.bias", SHAPE(n_classes), false);
     paramset_allocate(&p->ps, opt->device);
     Rng rng;
     rng_seed(&rng, opt->seed);
@@ -61,7 +62,7 @@ static void probe_init(Probe *p, int dim, int n_classes, bool mlp, const ProbeOp
 static Tensor *probe_logits(Probe *p, Tensor *x, bool training, Rng *rng) {
     if (!p->mlp) return op_linear(x, p->w2, p->b2);
     Tensor *h = op_relu(op_batchnorm(op_linear(x, p->w1, NULL), p->gamma, p->beta, p->rm, p->rv, training));
-    return op_linear(op_dropout(h, 0.2f, training, rng), p->w2, p->b2);
+    return op_linear(op_dropout(h, PROBE_MLP_DROPOUT, training, rng), p->w2, p->b2);
 }
 
 // copies rows idx[0..n) of a feature set into a device tensor (n, dim) and their labels into y
@@ -77,7 +78,7 @@ static double run_probe(const FeatureSet *train, const FeatureSet *test, int n_c
     Probe p;
     probe_init(&p, train->dim, n_classes, mlp, opt);
     Adam adam;
-    adam_init(&adam, &p.ps, opt->lr, 0.9f, 0.999f, 1e-8f, opt->weight_decay);
+    adam_init(&adam, &p.ps, opt->lr, PROBE_ADAM_BETA1, PROBE_ADAM_BETA2, PROBE_ADAM_EPS, opt->weight_decay);
     int B = opt->batch < train->n ? opt->batch : train->n, dim = train->dim;
     int *order = xmalloc((size_t)train->n * sizeof(int)), *y = xmalloc((size_t)B * sizeof(int));
     float *host = xmalloc((size_t)B * dim * sizeof(float));

@@ -38,7 +38,7 @@ static int conv_group_size(int N, long ckk, long P) {
 static void im2col(float *col, const float *x, int G, int C, int H, int W, int K, int stride, int pad, int Ho,
                    int Wo) {
     long P = (long)Ho * Wo, rows = (long)C * K * K, cols = G * P;
-    #pragma omp parallel for if (rows * cols > 65536)
+    #pragma omp parallel for if (rows * cols > PARALLEL_MIN_WORK)
     for (long r = 0; r < rows; r++) {
         int c = (int)(r / (K * K)), ki = (int)(r / K % K), kj = (int)(r % K);
         for (int g = 0; g < G; g++) {
@@ -66,7 +66,7 @@ static void im2col(float *col, const float *x, int G, int C, int H, int W, int K
 static void col2im_add(float *dx, const float *dcol, int G, int C, int H, int W, int K, int stride, int pad, int Ho,
                        int Wo) {
     long P = (long)Ho * Wo, cols = G * P, planes = (long)G * C;
-    #pragma omp parallel for if (planes * K * K * P > 65536)
+    #pragma omp parallel for if (planes * K * K * P > PARALLEL_MIN_WORK)
     for (long gc = 0; gc < planes; gc++) {
         int g = (int)(gc / C), c = (int)(gc % C);
         float *plane = dx + gc * H * W;
@@ -94,7 +94,7 @@ static void col2im_add(float *dx, const float *dcol, int G, int C, int H, int W,
 
 // group layout (Co, G*P) <-> batch layout (G, Co, P)
 static void group_to_batch(float *out, const float *grp, int G, int Co, long P) {
-    #pragma omp parallel for if ((long)G * Co * P > 65536)
+    #pragma omp parallel for if ((long)G * Co * P > PARALLEL_MIN_WORK)
     for (long gc = 0; gc < (long)G * Co; gc++) {
         long g = gc / Co, co = gc % Co;
         memcpy(out + gc * P, grp + (co * G + g) * P, (size_t)P * sizeof(float));
@@ -102,7 +102,7 @@ static void group_to_batch(float *out, const float *grp, int G, int Co, long P) 
 }
 
 static void batch_to_group(float *grp, const float *x, int G, int C, long P) {
-    #pragma omp parallel for if ((long)G * C * P > 65536)
+    #pragma omp parallel for if ((long)G * C * P > PARALLEL_MIN_WORK)
     for (long gc = 0; gc < (long)G * C; gc++) {
         long g = gc / C, c = gc % C;
         memcpy(grp + (c * G + g) * P, x + gc * P, (size_t)P * sizeof(float));
@@ -110,7 +110,7 @@ static void batch_to_group(float *grp, const float *x, int G, int C, long P) {
 }
 
 static void group_add_to_batch(float *dx, const float *grp, int G, int C, long P) {
-    #pragma omp parallel for if ((long)G * C * P > 65536)
+    #pragma omp parallel for if ((long)G * C * P > PARALLEL_MIN_WORK)
     for (long gc = 0; gc < (long)G * C; gc++) {
         long g = gc / C, c = gc % C;
         const float *src = grp + (c * G + g) * P;
@@ -257,7 +257,7 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
     if (own_dw)
         for (int t = 0; t < team; t++) {
             const float *part = ws + t * per_thread;
-            #pragma omp parallel for if (Co * ckk > 65536)
+            #pragma omp parallel for if (Co * ckk > PARALLEL_MIN_WORK)
             for (long i = 0; i < Co * ckk; i++) dw[i] += part[i];
         }
 }
@@ -267,7 +267,7 @@ void avgpool2d_forward_cpu(float *out, const float *x, int N, int C, int H, int 
     int Ho = (H - K) / stride + 1, Wo = (W - K) / stride + 1;
     long planes = (long)N * C;
     float inv_area = 1.0f / (float)(K * K);
-    #pragma omp parallel for if (planes * Ho * Wo * K * K > 65536)
+    #pragma omp parallel for if (planes * Ho * Wo * K * K > PARALLEL_MIN_WORK)
     for (long p = 0; p < planes; p++) {
         const float *xp = x + p * H * W;
         float *op = out + p * Ho * Wo;
@@ -287,7 +287,7 @@ void avgpool2d_backward_cpu(float *dx, const float *dout, int N, int C, int H, i
     int Ho = (H - K) / stride + 1, Wo = (W - K) / stride + 1;
     long planes = (long)N * C;
     float inv_area = 1.0f / (float)(K * K);
-    #pragma omp parallel for if (planes * Ho * Wo * K * K > 65536)
+    #pragma omp parallel for if (planes * Ho * Wo * K * K > PARALLEL_MIN_WORK)
     for (long p = 0; p < planes; p++) {
         float *dxp = dx + p * H * W;
         const float *dp = dout + p * Ho * Wo;
@@ -308,7 +308,7 @@ static inline int reflect_index(int v, int L) { return v < 0 ? -v : v >= L ? 2 *
 void reflect_pad2d_forward_cpu(float *out, const float *x, int N, int C, int H, int W, int pad) {
     int Hp = H + 2 * pad, Wp = W + 2 * pad;
     long planes = (long)N * C;
-    #pragma omp parallel for if (planes * Hp * Wp > 65536)
+    #pragma omp parallel for if (planes * Hp * Wp > PARALLEL_MIN_WORK)
     for (long p = 0; p < planes; p++) {
         const float *xp = x + p * H * W;
         float *op = out + p * Hp * Wp;
@@ -323,7 +323,7 @@ void reflect_pad2d_forward_cpu(float *out, const float *x, int N, int C, int H, 
 void reflect_pad2d_backward_cpu(float *dx, const float *dout, int N, int C, int H, int W, int pad) {
     int Hp = H + 2 * pad, Wp = W + 2 * pad;
     long planes = (long)N * C;
-    #pragma omp parallel for if (planes * Hp * Wp > 65536)
+    #pragma omp parallel for if (planes * Hp * Wp > PARALLEL_MIN_WORK)
     for (long p = 0; p < planes; p++) {
         float *dxp = dx + p * H * W;
         const float *dp = dout + p * Hp * Wp;
@@ -336,7 +336,7 @@ void reflect_pad2d_backward_cpu(float *dx, const float *dout, int N, int C, int 
 
 // out: (N, Co, S); x: (N, C, S)
 void channel_pad_forward_cpu(float *out, const float *x, int N, int C, int Co, int S) {
-    #pragma omp parallel for if ((long)N * Co * S > 65536)
+    #pragma omp parallel for if ((long)N * Co * S > PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         memcpy(out + (long)n * Co * S, x + (long)n * C * S, (size_t)C * S * sizeof(float));
         memset(out + ((long)n * Co + C) * S, 0, (size_t)(Co - C) * S * sizeof(float));
@@ -345,7 +345,7 @@ void channel_pad_forward_cpu(float *out, const float *x, int N, int C, int Co, i
 
 void channel_pad_backward_cpu(float *dx, const float *dout, int N, int C, int Co, int S) {
     long per_image = (long)C * S;
-    #pragma omp parallel for if (N * per_image > 65536)
+    #pragma omp parallel for if (N * per_image > PARALLEL_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *d = dout + (long)n * Co * S;
         float *dxn = dx + n * per_image;

@@ -12,6 +12,10 @@
 #define KERNEL(dev, name) name##_cpu
 #endif
 
+// A CPU loop with less work than this (elements, or multiply-adds for the conv helpers) runs on one thread: below it
+// an OpenMP fork/join costs more than the loop itself.
+#define PARALLEL_MIN_WORK 32768L
+
 // C declarations usable from the .cu files too
 #ifdef __cplusplus
 #define KERNELS_BEGIN extern "C" {

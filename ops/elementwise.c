@@ -8,7 +8,7 @@
 // ---- CPU kernels ----
 
 void unary_forward_cpu(UnaryOp op, float *out, const float *x, long n) {
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) {
         float v = x[i];
         switch (op) {
@@ -22,7 +22,7 @@ void unary_forward_cpu(UnaryOp op, float *out, const float *x, long n) {
 }
 
 void unary_backward_cpu(UnaryOp op, float *dx, const float *dout, const float *x, const float *out, long n) {
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) {
         float d;
         switch (op) {
@@ -37,17 +37,17 @@ void unary_backward_cpu(UnaryOp op, float *dx, const float *dout, const float *x
 }
 
 void relu_mask_cpu(float *g, const float *out, long n) {
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) g[i] = out[i] > 0.0f ? g[i] : 0.0f;
 }
 
 void binary_forward_cpu(BinaryOp op, float *out, const float *a, const float *b, long n) {
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) out[i] = op == BINARY_ADD ? a[i] + b[i] : a[i] * b[i];
 }
 
 void binary_backward_cpu(BinaryOp op, float *da, float *db, const float *dout, const float *a, const float *b, long n) {
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) {
         if (da) da[i] += op == BINARY_ADD ? dout[i] : dout[i] * b[i];
         if (db) db[i] += op == BINARY_ADD ? dout[i] : dout[i] * a[i];
@@ -55,12 +55,12 @@ void binary_backward_cpu(BinaryOp op, float *da, float *db, const float *dout, c
 }
 
 void axpy_cpu(float *y, const float *x, float alpha, long n) {
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) y[i] += alpha * x[i];
 }
 
 void scale_forward_cpu(float *out, const float *x, float alpha, long n) {
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) out[i] = alpha * x[i];
 }
 

@@ -20,7 +20,7 @@ void gemm_cpu(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
 // out: (N, C, S), b: (C)
 void bias_forward_cpu(float *out, const float *b, int N, int C, int S) {
     long planes = (long)N * C;
-    #pragma omp parallel for if (planes * S > 32768)
+    #pragma omp parallel for if (planes * S > PARALLEL_MIN_WORK)
     for (long p = 0; p < planes; p++) {
         float bias = b[p % C];
         float *o = out + p * S;
@@ -30,7 +30,7 @@ void bias_forward_cpu(float *out, const float *b, int N, int C, int S) {
 
 // db: (C); each channel sums over n then s in a fixed order, in double
 void bias_backward_cpu(float *db, const float *dout, int N, int C, int S) {
-    #pragma omp parallel for if ((long)N * C * S > 65536)
+    #pragma omp parallel for if ((long)N * C * S > PARALLEL_MIN_WORK)
     for (int c = 0; c < C; c++) {
         double sum = 0;
         for (int n = 0; n < N; n++) {

@@ -12,7 +12,7 @@ void batchnorm_forward_cpu(float *out, float *mean, float *invstd, const float *
                            const float *beta, float *running_mean, float *running_var, int N, int C, int S,
                            bool training, float momentum, float eps) {
     long M = (long)N * S;
-    #pragma omp parallel for if (M * C > 32768)
+    #pragma omp parallel for if (M * C > PARALLEL_MIN_WORK)
     for (int c = 0; c < C; c++) {
         double mu, var;
         if (training) {
@@ -54,7 +54,7 @@ void batchnorm_backward_cpu(float *dx, float *dgamma, float *dbeta, const float 
                             const float *mean, const float *invstd, const float *gamma, int N, int C, int S,
                             bool training) {
     long M = (long)N * S;
-    #pragma omp parallel for if (M * C > 32768)
+    #pragma omp parallel for if (M * C > PARALLEL_MIN_WORK)
     for (int c = 0; c < C; c++) {
         float mu = mean[c], inv = invstd[c];
         double sum_dy = 0, sum_dy_xhat = 0;

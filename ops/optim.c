@@ -83,7 +83,7 @@ static Tensor *trainable_mask(const ParamSet *ps) {
 void adam_step_cpu(float *p, const float *grad, float *m, float *v, const float *mask, long n, float lr, float beta1,
                    float beta2, float eps, float weight_decay, int t) {
     float correction1 = 1.0f - powf(beta1, (float)t), correction2 = 1.0f - powf(beta2, (float)t);
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) {
         if (mask && mask[i] == 0.0f) continue;
         float g = grad[i] + weight_decay * p[i];
@@ -96,7 +96,7 @@ void adam_step_cpu(float *p, const float *grad, float *m, float *v, const float 
 // p, grad, buf, mask: (n)
 void sgd_step_cpu(float *p, const float *grad, float *buf, const float *mask, long n, float lr, float momentum,
                   float weight_decay, int t) {
-    #pragma omp parallel for if (n > 32768)
+    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) {
         if (mask && mask[i] == 0.0f) continue;
         float g = grad[i] + weight_decay * p[i];

@@ -6,7 +6,7 @@
 
 // out[o, i] = sum_k x[o, k, i]; accumulate in double so long sums stay exact to float precision
 void reduce_sum_forward_cpu(float *out, const float *x, long outer, long dim, long inner) {
-    #pragma omp parallel for if (outer * dim * inner > 65536)
+    #pragma omp parallel for if (outer * dim * inner > PARALLEL_MIN_WORK)
     for (long o = 0; o < outer; o++) {
         for (long i = 0; i < inner; i++) {
             double s = 0;
@@ -17,7 +17,7 @@ void reduce_sum_forward_cpu(float *out, const float *x, long outer, long dim, lo
 }
 
 void reduce_sum_backward_cpu(float *dx, const float *dout, long outer, long dim, long inner) {
-    #pragma omp parallel for if (outer * dim * inner > 65536)
+    #pragma omp parallel for if (outer * dim * inner > PARALLEL_MIN_WORK)
     for (long o = 0; o < outer; o++)
         for (long k = 0; k < dim; k++)
             for (long i = 0; i < inner; i++) dx[(o * dim + k) * inner + i] += dout[o * inner + i];

@@ -13,7 +13,7 @@
 // out: (A, N, M), x: (A, M, N); one output row (a, n) per iteration, written contiguously
 void transpose_forward_cpu(float *out, const float *x, int A, int M, int N) {
     long rows = (long)A * N;
-    #pragma omp parallel for if (rows * M > 32768)
+    #pragma omp parallel for if (rows * M > PARALLEL_MIN_WORK)
     for (long an = 0; an < rows; an++) {
         const float *xa = x + (an / N) * M * N + an % N;
         float *o = out + an * M;
@@ -24,7 +24,7 @@ void transpose_forward_cpu(float *out, const float *x, int A, int M, int N) {
 // dx: (A, M, N), dout: (A, N, M); one dx row (a, m) per iteration, so no two iterations touch the same element
 void transpose_backward_cpu(float *dx, const float *dout, int A, int M, int N) {
     long rows = (long)A * M;
-    #pragma omp parallel for if (rows * N > 32768)
+    #pragma omp parallel for if (rows * N > PARALLEL_MIN_WORK)
     for (long am = 0; am < rows; am++) {
         const float *da = dout + (am / M) * N * M + am % M;
         float *d = dx + am * N;

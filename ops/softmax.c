@@ -11,7 +11,7 @@
 
 // One row per (o, i): its k-th value sits at base + k * inner. Sums run in double, in index order.
 static void softmax_rows(float *out, const float *x, long outer, long dim, long inner, bool log_out) {
-    #pragma omp parallel for if (outer * dim * inner > 32768)
+    #pragma omp parallel for if (outer * dim * inner > PARALLEL_MIN_WORK)
     for (long row = 0; row < outer * inner; row++) {
         long base = (row / inner) * dim * inner + row % inner;
         float m = -INFINITY;
@@ -42,7 +42,7 @@ void log_softmax_forward_cpu(float *out, const float *x, long outer, long dim, l
 
 // dx += out * (dout - sum_k dout * out)
 void softmax_backward_cpu(float *dx, const float *dout, const float *out, long outer, long dim, long inner) {
-    #pragma omp parallel for if (outer * dim * inner > 32768)
+    #pragma omp parallel for if (outer * dim * inner > PARALLEL_MIN_WORK)
     for (long row = 0; row < outer * inner; row++) {
         long base = (row / inner) * dim * inner + row % inner;
         double dot = 0;
@@ -56,7 +56,7 @@ void softmax_backward_cpu(float *dx, const float *dout, const float *out, long o
 
 // dx += dout - softmax * sum_k dout, with softmax = exp(out)
 void log_softmax_backward_cpu(float *dx, const float *dout, const float *out, long outer, long dim, long inner) {
-    #pragma omp parallel for if (outer * dim * inner > 32768)
+    #pragma omp parallel for if (outer * dim * inner > PARALLEL_MIN_WORK)
     for (long row = 0; row < outer * inner; row++) {
         long base = (row / inner) * dim * inner + row % inner;
         double total = 0;
@@ -118,7 +118,7 @@ static float negatives_max(const float *xr, int i, int B, int L) {
 // out: (B, P, L). out = pos - logaddexp(pos, m + log Z), Z = sum over negatives of exp(neg - m)
 void nce_log_softmax_forward_cpu(float *out, const float *x, int B, int P, int L) {
     long rows = (long)B * P;
-    #pragma omp parallel for if (rows * B * L > 32768)
+    #pragma omp parallel for if (rows * B * L > PARALLEL_MIN_WORK)
     for (long row = 0; row < rows; row++) {
         int i = (int)(row / P);
         const float *xr = x + row * B * L;
@@ -150,7 +150,7 @@ void nce_log_softmax_backward_cpu(float *dx, const float *dout, const float *x, 
                                   int L) {
     if (B == 1) return;  // out is the constant 0
     long rows = (long)B * P;
-    #pragma omp parallel for if (rows * B * L > 32768)
+    #pragma omp parallel for if (rows * B * L > PARALLEL_MIN_WORK)
     for (long row = 0; row < rows; row++) {
         int i = (int)(row / P);
         const float *xr = x + row * B * L, *o = out + row * L, *d = dout + row * L;

@@ -44,11 +44,11 @@ fi
 if $EVAL --checkpoint "$tmp/straight/checkpoint.safetensors" --dataset fashion-mnist --data "$data" --probe-epochs 2 --knn-k 3 > "$tmp/out3" 2>&1 \
    && grep -q "linear probe:" "$tmp/out3" && grep -q "k-NN" "$tmp/out3"; then ok "eval reports linear, MLP and k-NN"; else bad "eval: $(tail -3 "$tmp/out3")"; fi
 
-# 48 images of 8 = 6 updates per epoch: a decay after 0.5 epochs applies from update 3 (the 4th logged step) on
-$TRAIN "${common[@]}" --steps 6 --warmup 0 --lr 1e-3 --decay-epochs 0.5 --run-dir "$tmp/decay" > /dev/null 2>&1
-lrs=$(grep -o '"lr":[^,]*' "$tmp/decay/log.jsonl" | cut -d: -f2 | tr '\n' ' ')
-if [ "$lrs" = "0.001 0.001 0.001 0.0002 0.0002 0.0002 " ]; then ok "--decay-epochs 0.5: lr x0.2 from the 4th of 6 updates ($lrs)"
-else bad "--decay-epochs 0.5 gave lr $lrs"; fi
+# 48 images of 8 = 6 updates: a decay after half the run applies from update 3 (the 4th logged step) on
+$TRAIN "${common[@]}" --steps 6 --warmup 0 --lr 1e-3 --decay-at 0.5 --run-dir "$tmp/decay" > /dev/null 2>&1
+lrs=$(grep -o '"lr":[^,]*' "$tmp/decay/log.jsonl" | cut -d: -f2 | awk '{printf "%.4g ", $1}')
+if [ "$lrs" = "0.001 0.001 0.001 0.0002 0.0002 0.0002 " ]; then ok "--decay-at 0.5: lr x0.2 from the 4th of 6 updates ($lrs)"
+else bad "--decay-at 0.5 gave lr $lrs"; fi
 
 echo "[cli] bad input: one line on stderr and a non-zero exit"
 expect_error() {  # description expected-substring command...
@@ -62,7 +62,7 @@ expect_error() {  # description expected-substring command...
 }
 expect_error "unknown flag" "--bogus" $TRAIN --bogus 1
 expect_error "bad number" "--batch" $TRAIN --batch abc
-expect_error "bad decay list" "--decay-epochs" $TRAIN --decay-epochs 1,x
+expect_error "bad decay list" "--decay-at" $TRAIN --decay-at 0.5,x
 expect_error "unknown preset" "huge" $TRAIN --data "$data" --preset huge
 expect_error "missing data directory" "$tmp/nowhere" $TRAIN --data "$tmp/nowhere"
 cp -r "$data" "$tmp/trunc"

@@ -215,7 +215,7 @@ static void train_steps(Amdim *m, Adam *opt, long first, long n, float *losses) 
         Tensor *x1 = tape_tensor(DEV_CPU, SHAPE(B, 1, S, S)), *x2 = tape_tensor(DEV_CPU, SHAPE(B, 1, S, S));
         tensor_fill_normal(x1, &rng, 0, 1);
         tensor_fill_normal(x2, &rng, 0, 1);
-        for (int i = 0; i < B; i++) { idx1[i] = rng_int(&rng, 25); idx2[i] = rng_int(&rng, 25); }
+        for (int i = 0; i < B; i++) { idx1[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES); idx2[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES); }
         paramset_zero_grad(&m->ps);
         AmdimLoss L = amdim_loss(m, x1, x2, labels, idx1, idx2, &rng);
         backward(L.total);
@@ -235,14 +235,14 @@ static int model_resume_bit_exact(void) {
     Amdim a, b;
     Adam oa, ob;
     amdim_init(&a, &c, DEV_CPU, 5, err, sizeof err);
-    adam_init(&oa, &a.ps, 1e-3f, 0.8f, 0.999f, 1e-8f, 1e-5f);
+    amdim_adam_init(&oa, &a, 1e-3f);
     train_steps(&a, &oa, 0, 3, straight);
     TrainState st = {.step = 3, .epoch = 0, .position = 12, .seed = 5};
     snprintf(st.dataset, sizeof st.dataset, "random");
     int fails = check_true(checkpoint_save(path, &a, &oa, &st, err, sizeof err) == 0, "checkpoint saved %s", err);
     train_steps(&a, &oa, 3, 3, straight);
     amdim_init(&b, &c, DEV_CPU, 999, err, sizeof err);   // different init: everything must come from the file
-    adam_init(&ob, &b.ps, 1e-3f, 0.8f, 0.999f, 1e-8f, 1e-5f);
+    amdim_adam_init(&ob, &b, 1e-3f);
     TrainState st2;
     fails += check_true(checkpoint_load(path, &b, &ob, &st2, err, sizeof err) == 0, "checkpoint loaded %s", err);
     fails += check_true(st2.step == 3 && st2.position == 12 && st2.seed == 5, "train state restored");
