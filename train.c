@@ -16,7 +16,8 @@
 
 #define LR_DECAY 0.2f              // each --decay-at point multiplies the learning rate by this (official x0.2)
 #define MEASURE_SKIP_STEPS 10      // --minutes: steps left out of the speed measurement (first allocations, caches)
-#define MEASURE_SECONDS 20.0       // --minutes: how long the speed is measured before the step count is fixed
+#define MEASURE_SECONDS 20.0       // --minutes: how long the speed is measured before the step count is fixed,
+#define MEASURE_SHARE 0.05         //   or this share of the budget when that is shorter
 
 typedef struct {
     CommonArgs common;
@@ -27,7 +28,7 @@ typedef struct {
     float lr, mix_tau, mix_alpha;
     NumberList decay_at;           // fractions of the run after which the lr is multiplied by LR_DECAY
     bool resume;
-    bool length_given;             // --steps, --epochs or --minutes was on the command line
+    bool count_given;              // --steps or --epochs was on the command line
 } Args;
 
 // Everything one training run holds.
@@ -89,8 +90,11 @@ static Args parse_args(int argc, char **argv) {
     };
     int n = (int)(sizeof flags / sizeof flags[0]);
     flags_parse("train", "[options]", flags, n, argc, argv);
-    a.length_given = flag_given(flags, n, "--steps") || flag_given(flags, n, "--epochs") ||
-                     flag_given(flags, n, "--minutes");
+    a.count_given = flag_given(flags, n, "--steps") || flag_given(flags, n, "--epochs");
+    if (a.count_given && a.minutes > 0) {
+        fprintf(stderr, "train: give --minutes or --steps/--epochs, not both\n");
+        exit(2);
+    }
     AmdimConfig probe;
     if (amdim_config_preset(&probe, a.preset)) {
         fprintf(stderr, "train: unknown preset '%s' (tiny, cifar-small, cifar-large, stl-small, imagenet-small)\n",
@@ -191,10 +195,15 @@ static int run_open(Run *r, int argc, char **argv) {
     r->loader = loader_new(&r->ds, LOADER_TRAIN_PAIRS, a->batch, (uint64_t)a->seed, a->workers);
     loader_seek(r->loader, r->st.epoch, r->st.position);
     r->per_epoch = loader_batches_per_epoch(r->loader);
-    // the run's length: kept from the checkpoint unless a length flag is given again
-    if (!a->resume || a->length_given || r->st.total_steps == 0) {
+    // The run's length. A resumed run keeps the count its checkpoint fixed (also one --minutes measured) unless
+    // --steps or --epochs asks for another; --minutes without a fixed count measures what is left of the budget.
+    if (!(a->resume && r->st.total_steps > 0 && !a->count_given)) {
         r->st.total_steps = a->minutes > 0 ? 0 : a->steps ? a->steps : a->epochs * r->per_epoch;
         if (a->minutes > 0 && r->st.train_seconds >= a->minutes * 60) r->st.total_steps = r->st.step;
+    }
+    if (!a->resume && !(r->log = freopen(r->log_path, "w", r->log))) {   // a fresh run starts a fresh log
+        fprintf(stderr, "train: cannot write %s\n", r->log_path);
+        return 1;
     }
     int S = r->ds.input_size, C = r->ds.c, B = a->batch;
     r->x1 = tensor_new(r->dev, SHAPE(B, C, S, S));
@@ -339,9 +348,15 @@ static int fix_step_count(Run *r, int argc, char **argv) {
     printf("%s--minutes %g: %.4f s per step over steps %ld-%ld, so this run is %ld steps. To repeat it exactly:\n  ",
            isatty(STDOUT_FILENO) ? "\n" : "", r->a.minutes, step_s, r->measure_from_step, r->st.step,
            r->st.total_steps);
-    for (int i = 0; i < argc; i++) {   // the same command with --steps N for --minutes M
+    for (int i = 0; i < argc; i++) {   // the same command with --steps N for --minutes M, quoted for a shell
         if (!strcmp(argv[i], "--minutes") && i + 1 < argc) { i++; continue; }
-        printf("%s ", argv[i]);
+        if (!argv[i][strspn(argv[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=,+:")])
+            printf("%s ", argv[i]);
+        else {
+            putchar('\'');
+            for (const char *c = argv[i]; *c; c++) { if (*c == '\'') fputs("'\\''", stdout); else putchar(*c); }
+            printf("' ");
+        }
     }
     printf("--steps %ld\n", r->st.total_steps);
     JsonLine j;
@@ -386,7 +401,8 @@ int main(int argc, char **argv) {
             r.measure_from_step = r.st.step;
             r.measure_from_time = now_seconds();
         }
-        if (r.st.total_steps == 0 && r.measure_from_step >= 0 && now_seconds() - r.measure_from_time >= MEASURE_SECONDS &&
+        double window = fmin(MEASURE_SECONDS, MEASURE_SHARE * 60 * r.a.minutes);
+        if (r.st.total_steps == 0 && r.measure_from_step >= 0 && now_seconds() - r.measure_from_time >= window &&
             fix_step_count(&r, argc, argv)) { rc = 1; break; }
         bool epoch_end = r.st.position == 0;
         bool last = r.st.total_steps && r.st.step >= r.st.total_steps;

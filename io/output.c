@@ -6,10 +6,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-int make_dirs(const char *dir, char *err, int err_size) {
+// mkdir -p; on failure writes "PART: reason" into why
+static int make_dirs_why(const char *dir, char *why, size_t why_size) {
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
-        snprintf(err, (size_t)err_size, "cannot create %.200s...: path longer than %zu bytes", dir, sizeof path - 1);
+        snprintf(why, why_size, "path longer than %zu bytes", sizeof path - 1);
         return -1;
     }
     // every prefix ending before a '/', then the whole path; existing folders are fine
@@ -19,11 +20,11 @@ int make_dirs(const char *dir, char *err, int err_size) {
         *p = '\0';
         struct stat st;
         if (mkdir(path, 0755) && errno != EEXIST) {
-            snprintf(err, (size_t)err_size, "cannot create %s: %s", path, strerror(errno));
+            snprintf(why, why_size, "%s: %s", path, strerror(errno));
             return -1;
         }
         if (stat(path, &st) || !S_ISDIR(st.st_mode)) {
-            snprintf(err, (size_t)err_size, "cannot create %s: %s", path, "a file of that name is in the way");
+            snprintf(why, why_size, "%s is a file, not a folder", path);
             return -1;
         }
         if (end) return 0;
@@ -31,13 +32,20 @@ int make_dirs(const char *dir, char *err, int err_size) {
     }
 }
 
+int make_dirs(const char *dir, char *err, int err_size) {
+    char why[4200];
+    if (make_dirs_why(dir, why, sizeof why) == 0) return 0;
+    snprintf(err, (size_t)err_size, "cannot create %s: %s", dir, why);
+    return -1;
+}
+
 FILE *open_output(const char *path, const char *mode, char *err, int err_size) {
     const char *slash = strrchr(path, '/');
+    char why[4200];
     if (slash && slash != path) {
         char parent[4096];
         snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
-        char why[4200];
-        if (make_dirs(parent, why, sizeof why)) {
+        if (make_dirs_why(parent, why, sizeof why)) {
             snprintf(err, (size_t)err_size, "cannot write %s: %s", path, why);
             return NULL;
         }

@@ -6,10 +6,11 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-// mkdir -p: creates dir and its missing parents. On failure returns -1 with "cannot create DIR: reason" in err.
+// mkdir -p: creates dir and its missing parents. On failure returns -1 with one line in err:
+// "cannot create DIR: PART: reason" naming the part that could not be made.
 int make_dirs(const char *dir, char *err, int err_size);
-// Creates the missing parents of path, then fopen(path, mode). On failure returns NULL with
-// "cannot write PATH: reason" in err.
+// Creates the missing parents of path, then fopen(path, mode). On failure returns NULL with one line in err
+// ("cannot write PATH: reason", or make_dirs' line for the parent folder).
 FILE *open_output(const char *path, const char *mode, char *err, int err_size);
 
 // One JSON object on one line: jsonl_begin, any number of fields, jsonl_end (writes "}\n" and flushes).

@@ -136,7 +136,14 @@ int checkpoint_read_config(const char *path, AmdimConfig *cfg, char *err, int er
     return rc;
 }
 
-// copies a named tensor of the file into device memory, checking its shape
+// "(2, 3, 3)"
+static void shape_text(char *buf, size_t size, int ndim, const int *shape) {
+    int n = snprintf(buf, size, "(");
+    for (int i = 0; i < ndim && n < (int)size; i++) n += snprintf(buf + n, size - (size_t)n, i ? ", %d" : "%d", shape[i]);
+    if (n < (int)size) snprintf(buf + n, size - (size_t)n, ")");
+}
+
+// copies a named tensor of the file into device memory, checking every dimension of its shape
 static int load_tensor(const SafeTensors *f, const char *path, const char *name, const Tensor *like, float *dst,
                        char *err, int err_size) {
     int ndim, shape[4];
@@ -145,9 +152,13 @@ static int load_tensor(const SafeTensors *f, const char *path, const char *name,
         snprintf(err, (size_t)err_size, "%s: tensor '%s' is missing", path, name);
         return -1;
     }
-    if (tensor_numel_of(ndim, shape) != like->numel || ndim != like->ndim) {
-        snprintf(err, (size_t)err_size, "%s: tensor '%s' has %ld values in %d dims, the model expects %ld in %d", path,
-                 name, tensor_numel_of(ndim, shape), ndim, like->numel, like->ndim);
+    bool same = ndim == like->ndim;
+    for (int i = 0; same && i < ndim; i++) same = shape[i] == like->shape[i];
+    if (!same) {
+        char got[64], want[64];
+        shape_text(got, sizeof got, ndim, shape);
+        shape_text(want, sizeof want, like->ndim, like->shape);
+        snprintf(err, (size_t)err_size, "%s: tensor '%s' has shape %s, the model expects %s", path, name, got, want);
         return -1;
     }
     dev_copy(dst, like->device, src, DEV_CPU, (size_t)like->numel * sizeof(float));

@@ -21,7 +21,8 @@ typedef struct {
     bool is_buffer[PARAMS_MAX];   // running statistics: saved in checkpoints, never optimised
 } ParamSet;
 
-// Two passes: param_declare (shapes) for every tensor, then paramset_allocate, then use paramset_get.
+// Two passes: paramset_declare (name and shape) for every tensor, then paramset_allocate, which points the declared
+// tensors into the blocks; paramset_find looks one up by name.
 void paramset_init(ParamSet *ps);
 Tensor *paramset_declare(ParamSet *ps, const char *name, int ndim, const int *shape, bool is_buffer);
 void paramset_allocate(ParamSet *ps, Device dev);   // creates the blocks and points every declared tensor into them

@@ -50,6 +50,48 @@ lrs=$(grep -o '"lr":[^,]*' "$tmp/decay/log.jsonl" | cut -d: -f2 | awk '{printf "
 if [ "$lrs" = "0.001 0.001 0.001 0.0002 0.0002 0.0002 " ]; then ok "--decay-at 0.5: lr x0.2 from the 4th of 6 updates ($lrs)"
 else bad "--decay-at 0.5 gave lr $lrs"; fi
 
+# the log holds each step once after a resume (steps past the checkpoint are dropped before appending)
+$TRAIN "${common[@]}" --steps 5 --run-dir "$tmp/kill" > /dev/null 2>&1
+cp "$tmp/resumed/log.jsonl" "$tmp/kill/log.jsonl"          # log of steps 1-6, checkpoint of step 5
+$TRAIN "${common[@]}" --steps 6 --run-dir "$tmp/kill" --resume > /dev/null 2>&1
+steps() { grep -o '"step":[0-9]*' "$1" | cut -d: -f2 | tr '\n' ' '; }
+if [ "$(steps "$tmp/kill/log.jsonl")" = "$(steps "$tmp/straight/log.jsonl")" ]; then
+    ok "log after resuming step 5 of a log that reached step 6 has each line once: steps $(steps "$tmp/kill/log.jsonl")"
+else bad "log after a resume: steps $(steps "$tmp/kill/log.jsonl") vs $(steps "$tmp/straight/log.jsonl")"; fi
+$TRAIN "${common[@]}" --steps 2 --run-dir "$tmp/kill" > /dev/null 2>&1   # a fresh run in the same folder starts a new log
+if [ "$(steps "$tmp/kill/log.jsonl")" = "1 2 " ]; then ok "a fresh run over an old run folder starts its log afresh"
+else bad "fresh run over an old log: steps $(steps "$tmp/kill/log.jsonl")"; fi
+
+# --run-dir with missing parents is made; an output path that cannot be made is refused before any work
+if $TRAIN "${common[@]}" --steps 1 --run-dir "$tmp/deep/er/run" > "$tmp/out4" 2>&1 && [ -f "$tmp/deep/er/run/checkpoint.safetensors" ]
+then ok "--run-dir with three missing parents"; else bad "--run-dir with missing parents: $(tail -2 "$tmp/out4")"; fi
+
+# --minutes fixes the step count from the measured speed and prints the --steps command that repeats the run
+$TRAIN "${common[@]}" --minutes 0.1 --run-dir "$tmp/minutes" > "$tmp/out5" 2>&1
+fixed=$(grep -o '"fixed_total_steps":[0-9]*' "$tmp/minutes/log.jsonl" | cut -d: -f2)
+repeat=$(grep -A1 "To repeat it exactly" "$tmp/out5" | tail -1 | sed "s#--run-dir [^ ]*#--run-dir $tmp/minutes-again#")
+if [ -n "$fixed" ] && [ "$fixed" -gt 10 ] && (eval "$repeat") > /dev/null 2>&1 &&
+   [ "$(losses "$tmp/minutes/log.jsonl")" = "$(losses "$tmp/minutes-again/log.jsonl")" ]; then
+    ok "--minutes 0.1 fixed $fixed steps; the printed --steps command repeats every loss bit for bit"
+else bad "--minutes: fixed '$fixed', repeat '$repeat': $(tail -2 "$tmp/out5")"; fi
+$TRAIN "${common[@]}" --minutes 0.1 --run-dir "$tmp/minutes" --resume > "$tmp/out6" 2>&1
+if grep -q "batch 8, $fixed steps" "$tmp/out6" && grep -q "trained 0 steps" "$tmp/out6"; then
+    ok "--resume of a finished --minutes run keeps its $fixed steps (nothing left to do)"
+else bad "--resume after --minutes: $(head -3 "$tmp/out6")"; fi
+
+# JSON lines stay valid with a quote and a backslash in a path
+qdir="$tmp/q\"uo\\te"
+$TRAIN "${common[@]}" --steps 1 --run-dir "$qdir" > /dev/null 2>&1
+$EVAL --checkpoint "$qdir/checkpoint.safetensors" --dataset fashion-mnist --data "$data" --probe-epochs 1 --knn-k 3 \
+    --out "$qdir/eval.jsonl" > /dev/null 2>&1
+if ! command -v python3 > /dev/null; then echo "    skipped: JSON validity (no python3 here to parse it)"
+elif python3 -c 'import json, sys
+for f in sys.argv[1:]:
+    for line in open(f): json.loads(line)
+assert json.loads(open(sys.argv[2]).readline())["features"].endswith("checkpoint.safetensors")' "$qdir/log.jsonl" "$qdir/eval.jsonl"; then
+    ok "log.jsonl and eval.jsonl parse as JSON with a quote and a backslash in the checkpoint path"
+else bad "invalid JSON in $qdir"; fi
+
 echo "[cli] bad input: one line on stderr and a non-zero exit"
 expect_error() {  # description expected-substring command...
     local what=$1 want=$2; shift 2
@@ -75,6 +117,31 @@ expect_error "resume with another preset" "F=" $TRAIN "${common[@]}" --F 4 --ste
 head -c 1000 "$tmp/straight/checkpoint.safetensors" > "$tmp/broken.safetensors"
 expect_error "truncated checkpoint" "broken.safetensors" $EVAL --checkpoint "$tmp/broken.safetensors" --data "$data"
 expect_error "eval without a model" "--checkpoint" $EVAL --data "$data"
+expect_error "both --minutes and --steps" "--minutes" $TRAIN --minutes 1 --steps 5
+expect_error "--d beyond the deepest encoder" "--d" $TRAIN --d 20
+touch "$tmp/afile"
+expect_fast_error() {  # like expect_error, and refused within a second (before any data is read)
+    local t0=$(date +%s%N)
+    expect_error "$@"
+    local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    if [ "$ms" -lt 1000 ]; then ok "  ... refused in $ms ms"; else bad "  ... took $ms ms"; fi
+}
+expect_fast_error "run dir under a file" "$tmp/afile/run" $TRAIN "${common[@]}" --steps 1 --run-dir "$tmp/afile/run"
+expect_fast_error "eval --out under a file" "$tmp/afile/x.jsonl" $EVAL --raw --data "$data" --out "$tmp/afile/x.jsonl"
+expect_fast_error "eval --out in /proc" "/proc/nonexistent/x.jsonl" $EVAL --raw --data "$data" --out /proc/nonexistent/x.jsonl
+# as a user without the rights to make /nonexistent (root could make it: parents of output paths are created)
+if [ "$(id -u)" = 0 ] && command -v setpriv > /dev/null; then
+    chmod -R a+rX "$tmp"
+    expect_fast_error "eval --out /nonexistent/dir/x.jsonl (as nobody)" "/nonexistent" \
+        setpriv --reuid=65534 --regid=65534 --clear-groups $EVAL --raw --data "$data" --out /nonexistent/dir/x.jsonl
+    mkdir -p "$tmp/ro" && chmod 555 "$tmp/ro"
+    expect_fast_error "read-only run dir (as nobody)" "$tmp/ro" \
+        setpriv --reuid=65534 --regid=65534 --clear-groups $TRAIN "${common[@]}" --steps 1 --run-dir "$tmp/ro"
+elif [ "$(id -u)" != 0 ]; then
+    expect_fast_error "eval --out /nonexistent/dir/x.jsonl" "/nonexistent" $EVAL --raw --data "$data" --out /nonexistent/dir/x.jsonl
+    mkdir -p "$tmp/ro" && chmod 555 "$tmp/ro"
+    expect_fast_error "read-only run dir" "$tmp/ro" $TRAIN "${common[@]}" --steps 1 --run-dir "$tmp/ro"
+else echo "    skipped: the unwritable-path cases as another user (no setpriv here)"; fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -259,6 +259,17 @@ static int model_resume_bit_exact(void) {
     int rc = checkpoint_load(path, &o, NULL, NULL, err, sizeof err);
     fails += check_true(rc != 0 && strstr(err, "F=") && strstr(err, path), "other preset refused: %s", err);
     amdim_free(&o);
+    // a weight of the same size in another shape (the stem's (4, 1, 3, 3) saved as (1, 4, 3, 3)) is refused
+    Tensor *stem = paramset_find(&a.ps, "enc.0.weight");
+    int saved_shape[TENSOR_MAX_DIMS];
+    memcpy(saved_shape, stem->shape, sizeof saved_shape);
+    stem->shape[0] = saved_shape[1];
+    stem->shape[1] = saved_shape[0];
+    checkpoint_save(path, &a, &oa, &st, err, sizeof err);
+    memcpy(stem->shape, saved_shape, sizeof saved_shape);
+    rc = checkpoint_load(path, &b, &ob, &st2, err, sizeof err);
+    fails += check_true(rc != 0 && strstr(err, "enc.0.weight") && strstr(err, "(1, 4, 3, 3)"),
+                        "permuted weight shape refused: %s", err);
     adam_free(&oa); adam_free(&ob);
     amdim_free(&a); amdim_free(&b);
     unlink(path);
@@ -272,5 +283,5 @@ void register_model_tests(void) {
     test_register("golden", "tiny preset vs PyTorch (CPU)", golden_tiny_cpu);
     test_register("golden", "mixtures k=3 vs PyTorch (CPU)", golden_mix_cpu);
     test_register("golden", "both fixtures vs PyTorch (GPU)", golden_gpu);
-    test_register("model", "checkpoint resume is bit exact; other preset refused", model_resume_bit_exact);
+    test_register("model", "checkpoint resume is bit exact; other preset and permuted shapes refused", model_resume_bit_exact);
 }
