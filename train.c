@@ -4,6 +4,7 @@
 // (every --ckpt-every seconds and at the end, atomically). --resume continues exactly where the run stopped.
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,27 @@ typedef struct {
     // the current logging window and epoch
     double window_start, window_wait, session_start;
     long window_steps, epoch_correct_lin, epoch_correct_mlp, epoch_labeled;
+    long checkpoint_step;          // step of the checkpoint on disk, -1 when none has been written
 } Run;
+
+// SIGINT / SIGTERM: the loop finishes its step, writes a checkpoint and exits 128 + the signal. A second signal
+// while that happens exits at once (the checkpoint on disk is still whole: it is replaced by a rename).
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) {
+    if (stop_signal) _exit(128 + sig);
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 typedef struct {                   // the scalars of one step
     float total, l1t5, l1t7, l5t5, reg, cls, lr;
@@ -84,7 +105,8 @@ static Args parse_args(int argc, char **argv) {
         {"--workers", FLAG_INT, &a.workers, 1, 64, "N", "data loader threads", 0},
         {"--run-dir", FLAG_STRING, &a.run_dir, 0, 0, "DIR", "where log.jsonl and checkpoint.safetensors go (made if "
          "missing)", 0},
-        {"--ckpt-every", FLAG_DOUBLE, &a.ckpt_every, 1, 1e9, "SEC", "seconds between checkpoints", 0},
+        {"--ckpt-every", FLAG_DOUBLE, &a.ckpt_every, 0, 1e9, "SEC", "seconds between checkpoints (0: after every step)",
+         0},
         {"--log-every", FLAG_INT, &a.log_every, 1, 1 << 30, "N", "steps between log lines", 0},
         {"--resume", FLAG_SWITCH, &a.resume, 0, 0, NULL, "continue from DIR/checkpoint.safetensors", 0},
     };
@@ -124,6 +146,7 @@ static int trim_log(const char *path, long step, char *err, int err_size) {
     char line[4096];
     while (fgets(line, sizeof line, in)) {
         const char *s = strstr(line, "\"step\":");
+        if (!strchr(line, '\n')) continue;   // a line cut short when the run was killed
         if (s && strtol(s + 7, NULL, 10) > step) continue;
         fputs(line, out);
     }
@@ -136,10 +159,59 @@ static int trim_log(const char *path, long step, char *err, int err_size) {
     return 0;
 }
 
+// the --decay-at list as text, "" for none
+static void decay_text(const NumberList *l, char *buf, size_t size) {
+    buf[0] = '\0';
+    for (int i = 0, n = 0; i < l->n && n < (int)size; i++) n += snprintf(buf + n, size - (size_t)n, i ? ",%g" : "%g", l->v[i]);
+}
+
+// A resume continues the run its checkpoint holds, so the flags that shape the run must be those it was made with
+// (the model's own flags are checked against the stored config by checkpoint_load). Free to change: --steps,
+// --epochs, --minutes (the length; a decay point moves with it), --threads, --workers, --log-every, --ckpt-every,
+// --data (where the same dataset lies) and --device.
+static int refuse_resume(const Run *r, const char *flag, const char *was, const char *now) {
+    fprintf(stderr, "train: %s was made with %s %s, this command gives %s %s (resume with the run's flags, or start a "
+            "new --run-dir)\n", r->ckpt_path, flag, was, flag, now);
+    return -1;
+}
+
+static int check_resume_flags(const Run *r) {
+    const Args *a = &r->a;
+    const TrainState *st = &r->st;
+    char was[64], now[64];
+    if (st->seed != (uint64_t)a->seed) {
+        snprintf(was, sizeof was, "%llu", (unsigned long long)st->seed);
+        snprintf(now, sizeof now, "%ld", a->seed);
+        return refuse_resume(r, "--seed", was, now);
+    }
+    if (strcmp(st->dataset, a->common.dataset)) return refuse_resume(r, "--dataset", st->dataset, a->common.dataset);
+    if (!st->batch) return 0;   // a checkpoint from before the run's flags were recorded
+    if (st->batch != a->batch) {
+        snprintf(was, sizeof was, "%d", st->batch);
+        snprintf(now, sizeof now, "%d", a->batch);
+        return refuse_resume(r, "--batch", was, now);
+    }
+    if (st->lr != a->lr) {
+        snprintf(was, sizeof was, "%g", (double)st->lr);
+        snprintf(now, sizeof now, "%g", (double)a->lr);
+        return refuse_resume(r, "--lr", was, now);
+    }
+    if (st->warmup != a->warmup) {
+        snprintf(was, sizeof was, "%d", st->warmup);
+        snprintf(now, sizeof now, "%d", a->warmup);
+        return refuse_resume(r, "--warmup", was, now);
+    }
+    decay_text(&a->decay_at, now, sizeof now);
+    if (strcmp(st->decay_at, now))
+        return refuse_resume(r, "--decay-at", st->decay_at[0] ? st->decay_at : "(none)", now[0] ? now : "(none)");
+    return 0;
+}
+
 // Builds the model, the optimiser, the outputs and the loader; resumes when asked. Returns an exit status.
 static int run_open(Run *r, int argc, char **argv) {
     memset(r, 0, sizeof *r);
     r->a = parse_args(argc, argv);
+    r->checkpoint_step = -1;
     Args *a = &r->a;
     char err[4400];
     // outputs first: a run that cannot write its results must not start
@@ -174,16 +246,18 @@ static int run_open(Run *r, int argc, char **argv) {
     amdim_adam_init(&r->opt, &r->model, a->lr);
     r->st.seed = (uint64_t)a->seed;
     snprintf(r->st.dataset, sizeof r->st.dataset, "%s", a->common.dataset);
+    r->st.batch = a->batch;
+    r->st.warmup = a->warmup;
+    r->st.lr = a->lr;
+    decay_text(&a->decay_at, r->st.decay_at, sizeof r->st.decay_at);
+    r->checkpoint_step = -1;
     if (a->resume) {
         if (checkpoint_load(r->ckpt_path, &r->model, &r->opt, &r->st, err, sizeof err)) {
             fprintf(stderr, "train: %s\n", err);
             return 1;
         }
-        if (r->st.seed != (uint64_t)a->seed || strcmp(r->st.dataset, a->common.dataset)) {
-            fprintf(stderr, "train: %s was made with --seed %llu --dataset %s; resume with the same flags\n",
-                    r->ckpt_path, (unsigned long long)r->st.seed, r->st.dataset);
-            return 2;
-        }
+        if (check_resume_flags(r)) return 2;
+        r->checkpoint_step = r->st.step;
         // the log keeps each step once: lines past the checkpoint go, and appending starts on the trimmed file
         fclose(r->log);
         if (trim_log(r->log_path, r->st.step, err, sizeof err) ||
@@ -193,8 +267,14 @@ static int run_open(Run *r, int argc, char **argv) {
         }
     }
     r->loader = loader_new(&r->ds, LOADER_TRAIN_PAIRS, a->batch, (uint64_t)a->seed, a->workers);
-    loader_seek(r->loader, r->st.epoch, r->st.position);
     r->per_epoch = loader_batches_per_epoch(r->loader);
+    if (r->st.position % a->batch || r->st.position / a->batch >= r->per_epoch) {
+        fprintf(stderr, "train: %s: data position %ld does not fit this dataset (%d images, %ld batches of %d per "
+                "epoch): another dataset or data folder?\n", r->ckpt_path, r->st.position, r->ds.n, r->per_epoch,
+                a->batch);
+        return 1;
+    }
+    loader_seek(r->loader, r->st.epoch, r->st.position);
     // The run's length. A resumed run keeps the count its checkpoint fixed (also one --minutes measured) unless
     // --steps or --epochs asks for another; --minutes without a fixed count measures what is left of the budget.
     if (!(a->resume && r->st.total_steps > 0 && !a->count_given)) {
@@ -369,19 +449,55 @@ static int fix_step_count(Run *r, int argc, char **argv) {
     return jsonl_end(&j);
 }
 
+// where the run's last good state is, for messages: "runs/x/checkpoint.safetensors (step 300)" or "none was written"
+static void kept_text(const Run *r, char *buf, size_t size) {
+    if (r->checkpoint_step >= 0) snprintf(buf, size, "the last checkpoint, %s (step %ld), is kept", r->ckpt_path,
+                                          r->checkpoint_step);
+    else snprintf(buf, size, "no checkpoint was written");
+}
+
+// Every parameter, BN statistic and Adam moment must be finite: a poisoned state is never written over a good one.
+static int check_finite(Run *r, const char *when) {
+    const ParamSet *ps = &r->model.ps;
+    long n = ps->total, bad = 0, first = -1;
+    float *h = xmalloc((size_t)n * sizeof(float));
+    const char *what = "parameters and BN statistics";
+    for (int block = 0; block < 3 && !bad; block++) {
+        const Tensor *t = block == 0 ? ps->data : block == 1 ? r->opt.m : r->opt.v;
+        tensor_copy_to_host(t, h);
+        for (long i = 0; i < n; i++) if (!isfinite(h[i])) { bad++; if (first < 0) first = i; }
+        if (bad && block) what = block == 1 ? "Adam's first moments" : "Adam's second moments";
+    }
+    free(h);
+    if (!bad) return 0;
+    const char *name = "?";
+    for (int k = 0; k < ps->count; k++) {
+        long offset = ps->params[k]->data - ps->data->data;
+        if (first >= offset && first < offset + ps->params[k]->numel) name = ps->names[k];
+    }
+    char kept[4200];
+    kept_text(r, kept, sizeof kept);
+    fprintf(stderr, "%strain: %ld values of the %s are not finite at step %ld (the first in %s) %s; stopping, %s\n",
+            isatty(STDOUT_FILENO) ? "\n" : "", bad, what, r->st.step, name, when, kept);
+    return -1;
+}
+
 static int save_checkpoint(Run *r) {
     char err[4400];
+    if (check_finite(r, "before a checkpoint")) return 3;
     r->st.train_seconds += now_seconds() - r->session_start;
     r->session_start = now_seconds();
     if (checkpoint_save(r->ckpt_path, &r->model, &r->opt, &r->st, err, sizeof err)) {
         fprintf(stderr, "%strain: %s\n", isatty(STDOUT_FILENO) ? "\n" : "", err);
-        return -1;
+        return 1;
     }
+    r->checkpoint_step = r->st.step;
     return 0;
 }
 
 int main(int argc, char **argv) {
     engine_prefer_passive_wait(argv);
+    catch_stop_signals();
     Run r;
     int rc = run_open(&r, argc, argv);
     if (rc) { run_close(&r); return rc; }
@@ -389,11 +505,14 @@ int main(int argc, char **argv) {
     double t_start = now_seconds(), t_last_ckpt = t_start;
     r.session_start = r.window_start = t_start;
     if (r.st.total_steps == 0) r.measure_from_step = -1;   // --minutes: measuring starts after the skipped steps
-    while (r.st.total_steps == 0 || r.st.step < r.st.total_steps) {
+    while ((r.st.total_steps == 0 || r.st.step < r.st.total_steps) && !stop_signal) {
         StepStats s = train_step(&r);
         if (!isfinite(s.total)) {
-            fprintf(stderr, "%strain: loss is %f at step %ld; stopping (%s)\n", isatty(STDOUT_FILENO) ? "\n" : "",
-                    s.total, r.st.step, access(r.ckpt_path, F_OK) ? "no checkpoint was written" : r.ckpt_path);
+            char kept[4200];
+            kept_text(&r, kept, sizeof kept);
+            fprintf(stderr, "%strain: the loss is %g at step %ld (1t5 %g, 1t7 %g, 5t5 %g, reg %g, cls %g); stopping, "
+                    "%s\n", isatty(STDOUT_FILENO) ? "\n" : "", s.total, r.st.step, s.l1t5, s.l1t7, s.l5t5, s.reg,
+                    s.cls, kept);
             rc = 3;
             break;
         }
@@ -409,16 +528,22 @@ int main(int argc, char **argv) {
         if ((r.st.step % r.a.log_every == 0 || epoch_end || last) && log_step(&r, &s)) rc = 1;
         if (epoch_end && log_epoch(&r)) rc = 1;
         if (rc) { fprintf(stderr, "\ntrain: cannot write %s\n", r.log_path); break; }
-        if (!last && now_seconds() - t_last_ckpt > r.a.ckpt_every) {
-            if (save_checkpoint(&r)) { rc = 1; break; }
+        if (!last && !stop_signal && now_seconds() - t_last_ckpt >= r.a.ckpt_every) {
+            if ((rc = save_checkpoint(&r))) break;
             t_last_ckpt = now_seconds();
         }
     }
-    if (rc == 0 && save_checkpoint(&r) == 0)
-        printf("%strained %ld steps in %.1fs; checkpoint: %s\n", isatty(STDOUT_FILENO) ? "\n" : "",
-               r.st.step - start_step, now_seconds() - t_start, r.ckpt_path);
-    else if (rc == 0)
-        rc = 1;
+    if (rc == 0 && (rc = save_checkpoint(&r)) == 0) {
+        if (stop_signal) {
+            printf("%sstopped by %s at step %ld; checkpoint: %s (continue with the same command and --resume)\n",
+                   isatty(STDOUT_FILENO) ? "\n" : "", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r.st.step,
+                   r.ckpt_path);
+            rc = 128 + stop_signal;
+        } else {
+            printf("%strained %ld steps in %.1fs; checkpoint: %s\n", isatty(STDOUT_FILENO) ? "\n" : "",
+                   r.st.step - start_step, now_seconds() - t_start, r.ckpt_path);
+        }
+    }
     run_close(&r);
     return rc;
 }

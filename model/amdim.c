@@ -4,7 +4,10 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../tensor/device.h"
 
@@ -178,17 +181,9 @@ static void init_head(Head *h, Rng *rng) {
     init_bn(h->gamma, h->beta, h->running_mean, h->running_var);
 }
 
-int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char *err, int err_size) {
-    memset(m, 0, sizeof *m);
-    m->cfg = *cfg;
-    if (m->cfg.mix_hidden <= 0) m->cfg.mix_hidden = m->cfg.D;
-    AmdimConfig *c = &m->cfg;
-    if (c->F < 1 || c->D < 1 || c->d < 1 || c->d > AMDIM_MAX_UNITS || c->in_channels < 1 || c->n_classes < 1 ||
-        c->mixtures < 1) {
-        snprintf(err, (size_t)err_size, "invalid model sizes F=%d D=%d d=%d channels=%d classes=%d mixtures=%d",
-                 c->F, c->D, c->d, c->in_channels, c->n_classes, c->mixtures);
-        return -1;
-    }
+// Every parameter and buffer of the model, declared (names and shapes) but not allocated.
+static int declare_model(Amdim *m, char *err, int err_size) {
+    const AmdimConfig *c = &m->cfg;
     paramset_init(&m->ps);
     if (declare_encoder(m, err, err_size)) return -1;
     if (c->D < m->tap_channels || c->D < c->in_channels) {
@@ -209,6 +204,69 @@ int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char
     m->mlp_b2 = declare(m, false, SHAPE(c->n_classes), "cls_mlp.fc2.bias");
     m->lin_w = declare(m, false, SHAPE(c->n_classes, c->D), "cls_lin.weight");
     m->lin_b = declare(m, false, SHAPE(c->n_classes), "cls_lin.bias");
+    return 0;
+}
+
+// the ranges a config must lie in; a checkpoint's config is checked against them before a model is built from it
+static int check_ranges(const AmdimConfig *c, char *err, int err_size) {
+    const struct { const char *name; int value, lo, hi; } ints[] = {
+        {"in_channels", c->in_channels, 1, 4}, {"F", c->F, 1, 4096}, {"D", c->D, 1, 16384},
+        {"d", c->d, 1, AMDIM_MAX_UNITS}, {"n_classes", c->n_classes, 1, 100000}, {"mixtures", c->mixtures, 1, 64},
+        {"mix_hidden", c->mix_hidden, 0, 65536},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (ints[i].value < ints[i].lo || ints[i].value > ints[i].hi) {
+            snprintf(err, (size_t)err_size, "%s=%d is outside [%d, %d]", ints[i].name, ints[i].value, ints[i].lo,
+                     ints[i].hi);
+            return -1;
+        }
+    if (c->input_size != 32 && c->input_size != 64 && c->input_size != 128) {
+        snprintf(err, (size_t)err_size, "input size %d has no encoder (use 32, 64 or 128)", c->input_size);
+        return -1;
+    }
+    const struct { const char *name; float value, lo, hi; } floats[] = {
+        {"tclip", c->tclip, 1e-3f, 1e4f}, {"mix_tau", c->mix_tau, 0, 1e4f}, {"mix_alpha", c->mix_alpha, 0, 1e4f},
+        {"cls_dropout", c->cls_dropout, 0, 0.99f},
+    };
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
+        if (!(floats[i].value >= floats[i].lo && floats[i].value <= floats[i].hi)) {   // NaN fails too
+            snprintf(err, (size_t)err_size, "%s=%g is outside [%g, %g]", floats[i].name, (double)floats[i].value,
+                     (double)floats[i].lo, (double)floats[i].hi);
+            return -1;
+        }
+    return 0;
+}
+
+int amdim_config_check(const AmdimConfig *cfg, char *err, int err_size) {
+    if (check_ranges(cfg, err, err_size)) return -1;
+    Amdim *m = xcalloc(1, sizeof *m);   // a dry run of the declarations gives the exact parameter count
+    m->cfg = *cfg;
+    if (m->cfg.mix_hidden <= 0) m->cfg.mix_hidden = m->cfg.D;
+    int rc = declare_model(m, err, err_size);
+    // parameters, gradients and Adam's two moments: four blocks of the same size
+    double bytes = 4.0 * sizeof(float) * (double)m->ps.total, memory = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
+    if (rc == 0 && m->ps.total > INT_MAX) {
+        snprintf(err, (size_t)err_size, "%ld parameters, more than one block of this engine holds (2^31 floats)",
+                 m->ps.total);
+        rc = -1;
+    } else if (rc == 0 && memory > 0 && bytes > memory) {
+        snprintf(err, (size_t)err_size, "%ld parameters need %.1f GB for weights, gradients and Adam moments; this "
+                 "machine has %.1f GB", m->ps.total, bytes / 1e9, memory / 1e9);
+        rc = -1;
+    }
+    paramset_free(&m->ps);
+    free(m);
+    return rc;
+}
+
+int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char *err, int err_size) {
+    memset(m, 0, sizeof *m);
+    paramset_init(&m->ps);
+    if (amdim_config_check(cfg, err, err_size)) return -1;
+    m->cfg = *cfg;
+    if (m->cfg.mix_hidden <= 0) m->cfg.mix_hidden = m->cfg.D;
+    AmdimConfig *c = &m->cfg;
+    if (declare_model(m, err, err_size)) return -1;
     paramset_allocate(&m->ps, dev);
 
     Rng rng;

@@ -71,6 +71,9 @@ typedef struct {
 // configuration the encoder cannot take (e.g. an input size without a table).
 int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char *err, int err_size);
 void amdim_free(Amdim *m);
+// Whether a model can be built from cfg: every field in range, the parameter count within one block and within
+// this machine's memory. Returns -1 with one line in err ("F=0 is outside [1, 4096]") when not.
+int amdim_config_check(const AmdimConfig *cfg, char *err, int err_size);
 // Adam over every trainable tensor of the model with the official settings above, at learning rate lr.
 void amdim_adam_init(Adam *opt, const Amdim *m, float lr);
 

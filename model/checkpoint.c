@@ -1,7 +1,10 @@
 // checkpoint.c - save and load the training state (see checkpoint.h).
 #include "checkpoint.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +57,10 @@ int checkpoint_save(const char *path, const Amdim *m, const Adam *opt, const Tra
         snprintf(value, sizeof value, "%.3f", st->train_seconds); st_writer_meta(w, "train_seconds", value);
         snprintf(value, sizeof value, "%" PRIu64, st->seed); st_writer_meta(w, "seed", value);
         st_writer_meta(w, "dataset", st->dataset);
+        snprintf(value, sizeof value, "%d", st->batch);       st_writer_meta(w, "run.batch", value);
+        snprintf(value, sizeof value, "%d", st->warmup);      st_writer_meta(w, "run.warmup", value);
+        snprintf(value, sizeof value, "%.9g", (double)st->lr); st_writer_meta(w, "run.lr", value);
+        st_writer_meta(w, "run.decay_at", st->decay_at);
     }
     const ParamSet *ps = &m->ps;
     Device dev = ps->data->device;
@@ -85,12 +92,20 @@ int checkpoint_save(const char *path, const Amdim *m, const Adam *opt, const Tra
     return rc;
 }
 
-static int meta_long(const SafeTensors *f, const char *path, const char *key, long *out, char *err, int err_size) {
+// metadata key as an integer in [lo, hi]
+static int meta_long(const SafeTensors *f, const char *path, const char *key, long lo, long hi, long *out, char *err,
+                     int err_size) {
     const char *v = st_meta(f, key);
     char *end = NULL;
+    errno = 0;
     if (v) *out = strtol(v, &end, 10);
-    if (!v || end == v || *end) {
+    if (!v || end == v || *end || errno) {
         snprintf(err, (size_t)err_size, "%s: checkpoint metadata '%s' is missing or not a number", path, key);
+        return -1;
+    }
+    if (*out < lo || *out > hi) {
+        snprintf(err, (size_t)err_size, "%s: checkpoint metadata '%s' is %ld, outside [%ld, %ld]", path, key, *out, lo,
+                 hi);
         return -1;
     }
     return 0;
@@ -104,7 +119,7 @@ static int read_config(const SafeTensors *f, const char *path, AmdimConfig *cfg,
         return -1;
     }
     long version;
-    if (meta_long(f, path, "version", &version, err, err_size)) return -1;
+    if (meta_long(f, path, "version", 0, LONG_MAX, &version, err, err_size)) return -1;
     if (version != CHECKPOINT_VERSION) {
         snprintf(err, (size_t)err_size, "%s: checkpoint version %ld, this program reads version %d", path, version,
                  CHECKPOINT_VERSION);
@@ -118,12 +133,18 @@ static int read_config(const SafeTensors *f, const char *path, AmdimConfig *cfg,
     for (int i = 0; i < n_fields; i++) {
         const char *v = st_meta(f, fields[i].key);
         char *end = NULL;
-        if (v && fields[i].i) *fields[i].i = (int)strtol(v, &end, 10);
+        long x = 0;   // an int field out of int's range reads as INT_MIN, which the config check refuses
+        if (v && fields[i].i) *fields[i].i = (x = strtol(v, &end, 10)) < INT_MIN || x > INT_MAX ? INT_MIN : (int)x;
         if (v && fields[i].f) *fields[i].f = strtof(v, &end);
         if (!v || end == v || *end) {
             snprintf(err, (size_t)err_size, "%s: checkpoint metadata '%s' is missing or malformed", path, fields[i].key);
             return -1;
         }
+    }
+    char why[256];
+    if (amdim_config_check(cfg, why, sizeof why)) {   // before anybody builds a model from it
+        snprintf(err, (size_t)err_size, "%s: checkpoint config: %s", path, why);
+        return -1;
     }
     return 0;
 }
@@ -161,7 +182,53 @@ static int load_tensor(const SafeTensors *f, const char *path, const char *name,
         snprintf(err, (size_t)err_size, "%s: tensor '%s' has shape %s, the model expects %s", path, name, got, want);
         return -1;
     }
+    long bad = 0, first = -1;
+    for (long i = 0; i < like->numel; i++)
+        if (!isfinite(src[i])) { bad++; if (first < 0) first = i; }
+    if (bad) {
+        snprintf(err, (size_t)err_size, "%s: tensor '%s' holds %ld non-finite values (the first at index %ld)", path,
+                 name, bad, first);
+        return -1;
+    }
     dev_copy(dst, like->device, src, DEV_CPU, (size_t)like->numel * sizeof(float));
+    return 0;
+}
+
+static int read_state(const SafeTensors *f, const char *path, TrainState *st, char *err, int err_size) {
+    memset(st, 0, sizeof *st);
+    long seed = 0, v = 0;
+    if (meta_long(f, path, "step", 0, LONG_MAX, &st->step, err, err_size) ||
+        meta_long(f, path, "epoch", 0, LONG_MAX, &st->epoch, err, err_size) ||
+        meta_long(f, path, "position", 0, INT_MAX, &st->position, err, err_size) ||
+        meta_long(f, path, "seed", 0, LONG_MAX, &seed, err, err_size))
+        return -1;
+    st->seed = (uint64_t)seed;
+    // written by later versions of the format; absent means "not recorded" (length not fixed, 0 s, flags unknown)
+    if (st_meta(f, "total_steps") && meta_long(f, path, "total_steps", 0, LONG_MAX, &st->total_steps, err, err_size))
+        return -1;
+    if (st_meta(f, "train_seconds")) {
+        st->train_seconds = strtod(st_meta(f, "train_seconds"), NULL);
+        if (!(st->train_seconds >= 0 && st->train_seconds < 1e12)) {
+            snprintf(err, (size_t)err_size, "%s: checkpoint metadata 'train_seconds' is not a time", path);
+            return -1;
+        }
+    }
+    if (st_meta(f, "run.batch")) {
+        if (meta_long(f, path, "run.batch", 0, 65536, &v, err, err_size)) return -1;
+        st->batch = (int)v;
+        if (meta_long(f, path, "run.warmup", 0, INT_MAX, &v, err, err_size)) return -1;
+        st->warmup = (int)v;
+        const char *lr = st_meta(f, "run.lr"), *decay = st_meta(f, "run.decay_at");
+        st->lr = lr ? strtof(lr, NULL) : NAN;
+        if (!(st->lr >= 0 && st->lr <= 1e6) || !decay) {
+            snprintf(err, (size_t)err_size, "%s: checkpoint metadata 'run.lr' or 'run.decay_at' is missing or malformed",
+                     path);
+            return -1;
+        }
+        snprintf(st->decay_at, sizeof st->decay_at, "%s", decay);
+    }
+    const char *ds = st_meta(f, "dataset");
+    snprintf(st->dataset, sizeof st->dataset, "%s", ds ? ds : "");
     return 0;
 }
 
@@ -189,7 +256,7 @@ int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char 
         rc = load_tensor(f, path, ps->names[i], ps->params[i], ps->params[i]->data, err, err_size);
     if (rc == 0 && opt) {
         long t = 0;
-        rc = meta_long(f, path, "adam_t", &t, err, err_size);
+        rc = meta_long(f, path, "adam_t", 0, INT_MAX, &t, err, err_size);
         opt->t = (int)t;
         char name[96];
         for (int i = 0; rc == 0 && i < ps->count; i++) {
@@ -202,21 +269,7 @@ int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char 
             }
         }
     }
-    if (rc == 0 && st) {
-        rc = meta_long(f, path, "step", &st->step, err, err_size);
-        if (!rc) rc = meta_long(f, path, "epoch", &st->epoch, err, err_size);
-        if (!rc) rc = meta_long(f, path, "position", &st->position, err, err_size);
-        // total_steps and train_seconds came after version 1's first checkpoints: absent means "not fixed", 0 s
-        st->total_steps = 0;
-        st->train_seconds = 0;
-        if (!rc && st_meta(f, "total_steps")) rc = meta_long(f, path, "total_steps", &st->total_steps, err, err_size);
-        if (!rc && st_meta(f, "train_seconds")) st->train_seconds = strtod(st_meta(f, "train_seconds"), NULL);
-        long seed = 0;
-        if (!rc) rc = meta_long(f, path, "seed", &seed, err, err_size);
-        st->seed = (uint64_t)seed;
-        const char *ds = st_meta(f, "dataset");
-        snprintf(st->dataset, sizeof st->dataset, "%s", ds ? ds : "");
-    }
+    if (rc == 0 && st) rc = read_state(f, path, st, err, err_size);
     st_free(f);
     return rc;
 }

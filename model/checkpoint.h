@@ -17,14 +17,20 @@ typedef struct {
     double train_seconds; // training time spent so far, over every session of the run
     uint64_t seed;
     char dataset[32];
+    // the flags that shape the run besides the model config; a resume must repeat them (0 / "" = not recorded)
+    int batch, warmup;
+    float lr;
+    char decay_at[64];    // the --decay-at list as given, "" for none
 } TrainState;
 
 // Writes model parameters, BN buffers, Adam moments (opt may be NULL), config and state. Atomic (temp + rename).
 int checkpoint_save(const char *path, const Amdim *m, const Adam *opt, const TrainState *st, char *err, int err_size);
-// Reads only the config stored in a checkpoint (to build the model before loading).
+// Reads only the config stored in a checkpoint (to build the model before loading); the config is validated
+// (amdim_config_check) before the caller can build anything from it.
 int checkpoint_read_config(const char *path, AmdimConfig *cfg, char *err, int err_size);
-// Loads into a model built with the same config (and opt, st when not NULL). A config that differs in any
-// architecture field is an error naming the field and both values.
+// Loads into a model built with the same config (and opt, st when not NULL). Refused, with one line naming the file
+// and the problem: a config that differs in any field (naming it and both values), a tensor missing or of another
+// shape (every dimension), a non-finite value in any tensor, a negative step or position.
 int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char *err, int err_size);
 
 #endif

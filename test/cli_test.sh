@@ -92,6 +92,41 @@ assert json.loads(open(sys.argv[2]).readline())["features"].endswith("checkpoint
     ok "log.jsonl and eval.jsonl parse as JSON with a quote and a backslash in the checkpoint path"
 else bad "invalid JSON in $qdir"; fi
 
+# INT and TERM: the step finishes, a checkpoint is written, exit 128 + signal; KILL: the last checkpoint stays whole.
+# Each run is killed at a random moment, resumed to the end, and its log must equal the uninterrupted run's.
+long=(--dataset fashion-mnist --data "$data" --preset tiny --F 8 --D 32 --batch 8 --threads 2 --workers 2 --log-every 1
+      --warmup 2 --steps 150 --ckpt-every 0)
+$TRAIN "${long[@]}" --run-dir "$tmp/long" > /dev/null 2>&1
+for sig in INT TERM KILL; do
+    for try in 1 2 3; do
+        dir="$tmp/sig-$sig-$try"
+        $TRAIN "${long[@]}" --run-dir "$dir" > "$tmp/sig.out" 2>&1 &
+        pid=$!
+        sleep "0.$((RANDOM % 8 + 2))"
+        kill -s "$sig" "$pid"
+        wait "$pid"
+        rc=$?
+        at=$(grep -o '"step":[0-9]*' "$dir/log.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
+        want=$((128 + $(kill -l "$sig")))
+        if [ "$sig" != KILL ] && [ "$rc" -ne "$want" ] && [ "$rc" -ne 0 ]; then bad "SIG$sig: exit $rc, wanted $want"; continue; fi
+        $TRAIN "${long[@]}" --run-dir "$dir" --resume > "$tmp/sig2.out" 2>&1
+        if [ "$(losses "$dir/log.jsonl")" = "$(losses "$tmp/long/log.jsonl")" ] && [ "$(steps "$dir/log.jsonl")" = "$(steps "$tmp/long/log.jsonl")" ]; then
+            ok "SIG$sig near step ${at:-0} (exit $rc), then --resume: the 150-step log equals the uninterrupted run's"
+        else bad "SIG$sig near step ${at:-0} (exit $rc): resumed log differs: $(tail -2 "$tmp/sig2.out")"; fi
+    done
+done
+
+# a diverging run stops at the first non-finite loss or state and never writes it over the last good checkpoint
+$TRAIN "${common[@]}" --steps 40 --lr 10 --warmup 0 --ckpt-every 0 --run-dir "$tmp/nan" > "$tmp/nan.out" 2>&1
+rc=$?
+if [ "$rc" -eq 3 ] && grep -q "not finite\|the loss is" "$tmp/nan.out"; then
+    if [ -f "$tmp/nan/checkpoint.safetensors" ]; then
+        if $EVAL --checkpoint "$tmp/nan/checkpoint.safetensors" --data "$data" --probe-epochs 1 --knn-k 3 > /dev/null 2>&1
+        then ok "--lr 10 diverges (exit 3: $(grep -o 'the loss is.*\|[0-9]* values.*' "$tmp/nan.out" | head -1 | cut -c1-90)...); the checkpoint kept is finite and loads"
+        else bad "--lr 10: the checkpoint left behind does not load: $($EVAL --checkpoint "$tmp/nan/checkpoint.safetensors" --data "$data" 2>&1 | tail -1)"; fi
+    else ok "--lr 10 diverges before any checkpoint (exit 3), and says so: $(grep -c 'no checkpoint was written' "$tmp/nan.out") line"; fi
+else bad "--lr 10: exit $rc, $(tail -2 "$tmp/nan.out")"; fi
+
 echo "[cli] bad input: one line on stderr and a non-zero exit"
 expect_error() {  # description expected-substring command...
     local what=$1 want=$2; shift 2
@@ -118,6 +153,14 @@ head -c 1000 "$tmp/straight/checkpoint.safetensors" > "$tmp/broken.safetensors"
 expect_error "truncated checkpoint" "broken.safetensors" $EVAL --checkpoint "$tmp/broken.safetensors" --data "$data"
 expect_error "eval without a model" "--checkpoint" $EVAL --data "$data"
 expect_error "both --minutes and --steps" "--minutes" $TRAIN --minutes 1 --steps 5
+expect_error "resume with another --batch" "--batch 8, this command gives --batch 4" $TRAIN "${common[@]}" --batch 4 --steps 7 --run-dir "$tmp/straight" --resume
+expect_error "resume with another --lr" "--lr" $TRAIN "${common[@]}" --lr 0.5 --steps 7 --run-dir "$tmp/straight" --resume
+expect_error "resume with another --seed" "--seed" $TRAIN "${common[@]}" --seed 9 --steps 7 --run-dir "$tmp/straight" --resume
+cp -r "$data" "$tmp/fewer"
+idx_images "$tmp/fewer/train-images-idx3-ubyte.gz" 24 1
+idx_labels "$tmp/fewer/train-labels-idx1-ubyte.gz" 24
+$TRAIN "${common[@]}" --steps 4 --run-dir "$tmp/pos" > /dev/null 2>&1
+expect_error "resume at a data position past a smaller dataset" "data position" $TRAIN "${common[@]}" --data "$tmp/fewer" --steps 7 --run-dir "$tmp/pos" --resume
 expect_error "--d beyond the deepest encoder" "--d" $TRAIN --d 20
 touch "$tmp/afile"
 expect_fast_error() {  # like expect_error, and refused within a second (before any data is read)

@@ -270,6 +270,37 @@ static int model_resume_bit_exact(void) {
     rc = checkpoint_load(path, &b, &ob, &st2, err, sizeof err);
     fails += check_true(rc != 0 && strstr(err, "enc.0.weight") && strstr(err, "(1, 4, 3, 3)"),
                         "permuted weight shape refused: %s", err);
+    // a negative step, a NaN weight, a NaN tclip and an absurd width are refused before anything is built from them
+    TrainState negative = st;
+    negative.step = -5;
+    checkpoint_save(path, &a, &oa, &negative, err, sizeof err);
+    rc = checkpoint_load(path, &b, &ob, &st2, err, sizeof err);
+    fails += check_true(rc != 0 && strstr(err, "'step' is -5"), "negative step refused: %s", err);
+    float saved_value = stem->data[3];
+    stem->data[3] = NAN;
+    checkpoint_save(path, &a, &oa, &st, err, sizeof err);
+    stem->data[3] = saved_value;
+    rc = checkpoint_load(path, &b, &ob, &st2, err, sizeof err);
+    fails += check_true(rc != 0 && strstr(err, "enc.0.weight") && strstr(err, "1 non-finite"), "NaN weight refused: %s",
+                        err);
+    AmdimConfig good = a.cfg, read;
+    a.cfg.tclip = NAN;
+    checkpoint_save(path, &a, &oa, &st, err, sizeof err);
+    rc = checkpoint_read_config(path, &read, err, sizeof err);
+    fails += check_true(rc != 0 && strstr(err, "tclip=nan is outside"), "NaN tclip refused: %s", err);
+    a.cfg = good;
+    a.cfg.F = 1000000;
+    checkpoint_save(path, &a, &oa, &st, err, sizeof err);
+    rc = checkpoint_read_config(path, &read, err, sizeof err);
+    fails += check_true(rc != 0 && strstr(err, "F=1000000 is outside"), "F=1000000 refused from the metadata: %s", err);
+    a.cfg = good;
+    a.cfg.D = 16384;
+    a.cfg.mixtures = 64;
+    a.cfg.mix_hidden = 65536;
+    checkpoint_save(path, &a, &oa, &st, err, sizeof err);
+    rc = checkpoint_read_config(path, &read, err, sizeof err);
+    fails += check_true(rc != 0 && strstr(err, "parameters"), "a config too big to hold refused: %s", err);
+    a.cfg = good;
     adam_free(&oa); adam_free(&ob);
     amdim_free(&a); amdim_free(&b);
     unlink(path);
