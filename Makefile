@@ -44,7 +44,7 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 PROGRAMS = $(BUILD)/train $(BUILD)/eval $(BUILD)/test_runner
 
-.PHONY: all test test-asan test-gpu bench deps clean lines demo
+.PHONY: all test test-asan test-gpu bench deps clean lines demo soak
 all: deps-check $(PROGRAMS)
 	@echo "built: $(PROGRAMS) (CUDA: $(if $(filter 1,$(GPU)),yes,no))"
 
@@ -80,6 +80,10 @@ test-asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/test_runner
 	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/train build/asan/eval
 	ASAN_OPTIONS=detect_leaks=1 bash test/cli_test.sh build/asan
+
+# train + resume + eval cycles under ASan (test/soak.sh): no sanitizer report, peak memory flat
+soak:
+	bash test/soak.sh
 
 test-gpu: all
 	$(BUILD)/test_runner gpu

@@ -160,6 +160,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_results; i++)
         printf("| %-28s | %6d | %7.2f%% | %6.2f%% | %6.2f%% |\n", results[i].features, results[i].dim,
                results[i].linear, results[i].mlp, results[i].knn);
+    printf("(peak memory %.0f MiB)\n", peak_rss_mib());
     rc = 0;
     for (int i = 0; out && i < n_results; i++)
         if (append_json(out, &a, &results[i], i == 1 || !have_model)) {

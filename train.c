@@ -540,8 +540,9 @@ int main(int argc, char **argv) {
                    r.ckpt_path);
             rc = 128 + stop_signal;
         } else {
-            printf("%strained %ld steps in %.1fs; checkpoint: %s\n", isatty(STDOUT_FILENO) ? "\n" : "",
-                   r.st.step - start_step, now_seconds() - t_start, r.ckpt_path);
+            printf("%strained %ld steps in %.1fs (peak memory %.0f MiB); checkpoint: %s\n",
+                   isatty(STDOUT_FILENO) ? "\n" : "", r.st.step - start_step, now_seconds() - t_start, peak_rss_mib(),
+                   r.ckpt_path);
         }
     }
     run_close(&r);

@@ -23,6 +23,7 @@ void check_failed(const char *file, int line, const char *cond, const char *fmt,
     __attribute__((noreturn, format(printf, 4, 5)));
 
 double now_seconds(void);   // CLOCK_MONOTONIC, for timing only
+double peak_rss_mib(void);  // the process's peak resident memory (VmHWM) in MiB, or -1 where /proc does not say
 
 #ifdef __cplusplus
 }
