@@ -15,7 +15,7 @@ CFLAGS_BASE = -std=c11 -O3 -march=x86-64-v2 -g -Wall -Wextra -Wshadow -Wstrict-p
 # the cores (the pthread build's spinning threads and libgomp's spinning threads halve the speed on 2 cores).
 OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
-LDLIBS  = -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lz -lm -lpthread
+LDLIBS  = -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas -lturbojpeg -lz -lm -lpthread
 
 # ---- CUDA detection: GPU=1 needs nvcc, GPU=0 forces the CPU build, unset = auto ----
 NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null)
@@ -92,12 +92,13 @@ bench: all $(BUILD)/bench
 	bash bench/run.sh $(BUILD)
 
 # ---- system packages ----
-PACKAGES = libopenblas-openmp-dev zlib1g-dev libstb-dev
+PACKAGES = libopenblas-openmp-dev zlib1g-dev libstb-dev libturbojpeg0-dev
 deps-check:
 	@missing=""; \
 	[ -f $(OPENBLAS_INC)/cblas.h ] && [ -f $(OPENBLAS_DIR)/libopenblas.so ] || missing="$$missing libopenblas-openmp-dev"; \
 	[ -f /usr/include/zlib.h ] || missing="$$missing zlib1g-dev"; \
 	[ -f /usr/include/stb/stb_image.h ] || missing="$$missing libstb-dev"; \
+	[ -f /usr/include/turbojpeg.h ] || missing="$$missing libturbojpeg0-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing packages:$$missing -- run: sudo apt-get install -y$$missing"; exit 1; fi; \

@@ -24,7 +24,12 @@ typedef struct {
 
 // kind: "cifar10", "cifar100", "stl10", "fashion-mnist" / "mnist" (IDX, .gz or plain), "folder".
 // path: the directory holding the official files (cifar-10-batches-bin/ contents, stl10_binary/, the IDX files,
-// or root/<class>/<image>). split: "train", "test", or for stl10 also "unlabeled" and "train+unlabeled".
+// or an image folder). split: "train", "test", or for stl10 also "unlabeled" and "train+unlabeled".
+// Image folders (JPEG / PNG / BMP, at most IMAGE_MAX_PIXELS pixels and IMAGE_MAX_ASPECT:1, data/formats.h):
+//   root/train/<class>/<image> and root/test/<class>/<image>: the split's folder;
+//   root/<class>/<image> (neither train/ nor test/): a hold-out: within each class, images sorted by name, image i
+//     is "test" when i % 10 == 9, else "train"; ds->name says "folder (no train/test: every 10th image held out)";
+//   only one of train/ and test/: refused.
 // Returns 0 on success; on failure returns -1 with a one-line message naming the file and the problem in err.
 int dataset_load(Dataset *ds, const char *kind, const char *path, const char *split, char *err, int err_size);
 void dataset_free(Dataset *ds);

@@ -14,6 +14,7 @@
 
 #include "../data/augment.h"
 #include "../data/data.h"
+#include "../data/formats.h"
 #include "test.h"
 
 #pragma GCC diagnostic push
@@ -501,6 +502,339 @@ static int data_bad_input(void) {
     remove_tree(dir);
     fails += expect_failure("folder missing root", "folder", "/tmp/amdim-no-such-dir", "train", "/tmp/amdim-no-such-dir");
     fails += expect_failure("unknown kind", "imagenet-lmdb", "/tmp", "train", "imagenet-lmdb");
+    return fails;
+}
+
+// ---- gzip streams: the CRC-32 / length trailer and what follows it are checked ----
+static uint8_t *read_whole(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f || fseek(f, 0, SEEK_END) != 0) abort();
+    *n = (size_t)ftell(f);
+    rewind(f);
+    uint8_t *buf = malloc(*n + 64);
+    if (!buf || fread(buf, 1, *n, f) != *n) abort();
+    fclose(f);
+    return buf;
+}
+
+static int data_gzip_trailer(void) {
+    char dir[64], path[1024];
+    make_temp_dir(dir);
+    uint8_t labels[3] = {1, 2, 3};
+    write_idx(dir, "train", 3, 3, 0x00000803, labels, 0, true, 0);
+    sub_path(path, dir, "train-images-idx3-ubyte.gz");
+    size_t n;
+    uint8_t *gz = read_whole(path, &n);
+    write_bytes(dir, "train-images-idx3-ubyte.gz", gz, n - 4);
+    int fails = expect_failure("gzip trailer cut by 4 bytes", "fashion-mnist", dir, "train", "truncated gzip stream");
+    write_bytes(dir, "train-images-idx3-ubyte.gz", gz, n - 1);
+    fails += expect_failure("gzip trailer cut by 1 byte", "fashion-mnist", dir, "train", "train-images-idx3-ubyte.gz");
+    gz[n - 8] ^= 0x01;   // the trailer: CRC-32 (4 bytes) then the length (4 bytes)
+    write_bytes(dir, "train-images-idx3-ubyte.gz", gz, n);
+    fails += expect_failure("gzip CRC byte flipped", "fashion-mnist", dir, "train", "incorrect data check");
+    gz[n - 8] ^= 0x01;
+    gz[n - 3] ^= 0x01;
+    write_bytes(dir, "train-images-idx3-ubyte.gz", gz, n);
+    fails += expect_failure("gzip length byte flipped", "fashion-mnist", dir, "train", "incorrect length check");
+    gz[n - 3] ^= 0x01;
+    memcpy(gz + n, "junk", 4);
+    write_bytes(dir, "train-images-idx3-ubyte.gz", gz, n + 4);
+    fails += expect_failure("gzip trailing bytes", "fashion-mnist", dir, "train", "after the end of the gzip stream");
+    // two gzip members (what `cat a.gz b.gz` makes) are one valid stream
+    FILE *f = fopen(path, "wb");
+    size_t half = 8 + 1000;
+    uint8_t *plain = malloc(16 + 3 * 784);
+    put_be32(plain, 0x00000803);
+    put_be32(plain + 4, 3);
+    put_be32(plain + 8, 28);
+    put_be32(plain + 12, 28);
+    for (long k = 0; k < 3 * 784; k++) plain[16 + k] = pattern(k / 784, k % 784);
+    for (int part = 0; part < 2; part++) {
+        uLongf cap = compressBound(16 + 3 * 784) + 64;
+        uint8_t *out = malloc(cap);
+        z_stream z = {0};
+        if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
+        z.next_in = plain + (part ? half : 0);
+        z.avail_in = (uInt)(part ? 16 + 3 * 784 - half : half);
+        z.next_out = out;
+        z.avail_out = (uInt)cap;
+        if (deflate(&z, Z_FINISH) != Z_STREAM_END) abort();
+        if (fwrite(out, 1, cap - z.avail_out, f) != cap - z.avail_out) abort();
+        deflateEnd(&z);
+        free(out);
+    }
+    fclose(f);
+    Dataset ds;
+    char err[ERR_SIZE] = "";
+    int rc = dataset_load(&ds, "fashion-mnist", dir, "train", err, ERR_SIZE);
+    fails += check_true(rc == 0 && ds.n == 3, "two-member gzip loads 3 images: %s", err);
+    if (rc == 0) {
+        fails += check_idx_pixels(&ds, 0, "two-member gzip");
+        dataset_free(&ds);
+    }
+    free(plain);
+    free(gz);
+    remove_tree(dir);
+    return fails;
+}
+
+// ---- IDX headers that lie: refused before anything the size of the claim is allocated ----
+static int data_idx_lying_header(void) {
+    int fails = 0;
+    for (int gz = 0; gz < 2; gz++) {
+        char dir[64];
+        make_temp_dir(dir);
+        uint8_t img[31] = {0}, lab[12] = {0};   // 2^31 - 1 images claimed by 31 bytes
+        put_be32(img, 0x00000803);
+        put_be32(img + 4, 0x7fffffff);
+        put_be32(img + 8, 28);
+        put_be32(img + 12, 28);
+        put_be32(lab, 0x00000801);
+        put_be32(lab + 4, 0x7fffffff);
+        (gz ? write_gz : write_bytes)(dir, gz ? "train-images-idx3-ubyte.gz" : "train-images-idx3-ubyte", img, sizeof img);
+        (gz ? write_gz : write_bytes)(dir, gz ? "train-labels-idx1-ubyte.gz" : "train-labels-idx1-ubyte", lab, sizeof lab);
+        double t0 = now_seconds();
+        fails += expect_failure(gz ? "idx .gz claims 2^31-1 images" : "idx claims 2^31-1 images", "mnist", dir,
+                                "train", "claims 1683627179248 bytes of pixels");
+        double dt = now_seconds() - t0;
+        fails += check_true(dt < 0.5, "refused in %.3f s (< 0.5 s: no 1.7 TB allocation, no reading past the data)", dt);
+        // a claim that is true for the images but not for the labels
+        uint8_t img1[16 + 784], lab1[8 + 5];
+        memcpy(img1, img, 16);
+        put_be32(img1 + 4, 1);
+        memset(img1 + 16, 7, 784);
+        put_be32(lab1, 0x00000801);
+        put_be32(lab1 + 4, 1);
+        memset(lab1 + 8, 1, 5);
+        (gz ? write_gz : write_bytes)(dir, gz ? "train-images-idx3-ubyte.gz" : "train-images-idx3-ubyte", img1, sizeof img1);
+        (gz ? write_gz : write_bytes)(dir, gz ? "train-labels-idx1-ubyte.gz" : "train-labels-idx1-ubyte", lab1, sizeof lab1);
+        fails += expect_failure("idx labels with 4 extra bytes", "mnist", dir, "train", "train-labels-idx1-ubyte");
+        remove_tree(dir);
+    }
+    return fails;
+}
+
+// ---- single images: malformed files made here, each refused with its reason (data/formats.h) ----
+typedef struct { uint8_t *data; size_t n, cap; } MemFile;
+
+static void mem_append(MemFile *m, const void *p, size_t k) {
+    if (m->n + k > m->cap) {
+        m->cap = (m->n + k) * 2 + 64;
+        m->data = realloc(m->data, m->cap);
+        if (!m->data) abort();
+    }
+    memcpy(m->data + m->n, p, k);
+    m->n += k;
+}
+
+static void mem_write(void *ctx, void *data, int size) { mem_append(ctx, data, (size_t)size); }
+
+static void png_chunk(MemFile *m, const char *type, const void *data, uint32_t len, uint32_t claimed_len) {
+    uint8_t head[8];
+    put_be32(head, claimed_len);
+    memcpy(head + 4, type, 4);
+    mem_append(m, head, 8);
+    mem_append(m, data, len);
+    uint32_t crc = (uint32_t)crc32(crc32(0, (const Bytef *)type, 4), data, len);
+    uint8_t tail[4];
+    put_be32(tail, crc);
+    mem_append(m, tail, 4);
+}
+
+static void png_ihdr(MemFile *m, uint32_t w, uint32_t h) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    uint8_t ihdr[13] = {0};
+    put_be32(ihdr, w);
+    put_be32(ihdr + 4, h);
+    ihdr[8] = 8;   // 8-bit grayscale, no interlace
+    mem_append(m, sig, 8);
+    png_chunk(m, "IHDR", ihdr, 13, 13);
+}
+
+// A real PNG rebuilt with only `keep` bytes of its IDAT data (chunk CRCs valid).
+static MemFile png_cut_idat(const MemFile *png, size_t keep) {
+    MemFile out = {0};
+    mem_append(&out, png->data, 8);
+    for (size_t pos = 8; pos + 12 <= png->n;) {
+        uint32_t len = (uint32_t)png->data[pos] << 24 | (uint32_t)png->data[pos + 1] << 16 |
+                       (uint32_t)png->data[pos + 2] << 8 | png->data[pos + 3];
+        char type[5] = {0};
+        memcpy(type, png->data + pos + 4, 4);
+        uint32_t k = !strcmp(type, "IDAT") && keep < len ? (uint32_t)keep : len;
+        png_chunk(&out, type, png->data + pos + 8, k, k);
+        pos += 12 + len;
+    }
+    return out;
+}
+
+static int expect_image_refused(const char *what, const uint8_t *buf, size_t n, bool full, const char *must_say) {
+    char why[256] = "";
+    uint8_t *dst = malloc(3 * 146 * 146);
+    int w = 0, h = 0;
+    double t0 = now_seconds();
+    int rc = full ? image_decode(buf, n, 146, true, dst, why, sizeof why) : image_header(buf, n, &w, &h, why, sizeof why);
+    double dt = now_seconds() - t0;
+    free(dst);
+    return check_true(rc == -1 && strstr(why, must_say) && dt < 1.0, "%-34s refused in %.3f s, says \"%s\": \"%s\"",
+                      what, dt, must_say, why);
+}
+
+static int data_image_limits(void) {
+    int fails = 0;
+    // (a) a DHT segment declaring 16 x 32 = 512 codes (stb_image 2.27 writes past its 256-entry table)
+    uint8_t dht[7 + 16] = {0xff, 0xd8, 0xff, 0xc4, 0x00, 0x13, 0x00};
+    memset(dht + 7, 32, 16);
+    fails += expect_image_refused("(a) JPEG DHT with 512 codes", dht, sizeof dht, false, "Huffman");
+    fails += expect_image_refused("(a) JPEG DHT with 512 codes", dht, sizeof dht, true, "Huffman");
+
+    // (b) an IDAT chunk claiming 2^31 - 16 bytes that are not there
+    MemFile b = {0};
+    png_ihdr(&b, 1, 1);
+    png_chunk(&b, "IDAT", "\x78\x9c", 2, 0x7ffffff0u);
+    fails += expect_image_refused("(b) PNG chunk length past the end", b.data, b.n, false, "run past the end");
+    fails += expect_image_refused("(b) PNG chunk length past the end", b.data, b.n, true, "run past the end");
+    free(b.data);
+
+    // (c) a small real JPEG whose SOF claims 16384 x 16384
+    uint8_t pix[16 * 16 * 3];
+    for (int i = 0; i < 16 * 16 * 3; i++) pix[i] = (uint8_t)(i * 7);
+    MemFile jpg = {0};
+    if (!stbi_write_jpg_to_func(mem_write, &jpg, 16, 16, 3, pix, 90)) abort();
+    size_t sof = 2;
+    while (sof + 9 < jpg.n && !(jpg.data[sof] == 0xff && jpg.data[sof + 1] == 0xc0)) sof++;
+    fails += check_true(sof + 9 < jpg.n, "SOF0 found at byte %zu of the %zu-byte JPEG", sof, jpg.n);
+    uint8_t side16k[2] = {0x40, 0x00};
+    memcpy(jpg.data + sof + 5, side16k, 2);
+    memcpy(jpg.data + sof + 7, side16k, 2);
+    fails += expect_image_refused("(c) JPEG claiming 16384x16384", jpg.data, jpg.n, false, "IMAGE_MAX_PIXELS");
+    fails += expect_image_refused("(c) JPEG claiming 16384x16384", jpg.data, jpg.n, true, "IMAGE_MAX_PIXELS");
+    free(jpg.data);
+
+    // (d) a real 8 x 65000 image: its resize would be 146 x 1186250 floats per channel
+    uint8_t *tall = calloc(8 * 65000, 1);
+    MemFile d = {0};
+    if (!tall || !stbi_write_png_to_func(mem_write, &d, 8, 65000, 1, tall, 8)) abort();
+    fails += expect_image_refused("(d) PNG of 8x65000", d.data, d.n, false, "IMAGE_MAX_ASPECT");
+    fails += expect_image_refused("(d) PNG of 8x65000", d.data, d.n, true, "IMAGE_MAX_ASPECT");
+    free(tall);
+    free(d.data);
+    MemFile big = {0};   // 5000 x 5000 claimed by IHDR
+    png_ihdr(&big, 5000, 5000);
+    png_chunk(&big, "IEND", "", 0, 0);
+    fails += expect_image_refused("PNG claiming 5000x5000", big.data, big.n, false, "IMAGE_MAX_PIXELS");
+    free(big.data);
+
+    // truncated and damaged PNGs get a reason
+    uint8_t gray[32 * 32];
+    for (int i = 0; i < 32 * 32; i++) gray[i] = (uint8_t)(i * 5);
+    MemFile png = {0};
+    if (!stbi_write_png_to_func(mem_write, &png, 32, 32, 1, gray, 32)) abort();
+    fails += expect_image_refused("PNG cut in half", png.data, png.n / 2, true, "truncated");
+    fails += expect_image_refused("PNG without its IEND", png.data, png.n - 12, false, "without an IEND chunk");
+    MemFile cut = png_cut_idat(&png, 40);
+    fails += expect_image_refused("PNG with half its image data", cut.data, cut.n, true, "cut short");
+    fails += check_true(image_header(cut.data, cut.n, &(int){0}, &(int){0}, NULL, 0) == 0,
+                        "  ... whose header alone is fine (the decode pass finds it)");
+    free(cut.data);
+    png.data[png.n - 20] ^= 0x10;   // inside IDAT's data
+    fails += expect_image_refused("PNG with a flipped data bit", png.data, png.n, true, "CRC mismatch");
+    png.data[png.n - 20] ^= 0x10;
+    uint8_t dst[3 * 32 * 32];
+    char why[256] = "";
+    fails += check_true(image_decode(png.data, png.n, 32, false, dst, why, sizeof why) == 0 && dst[5] == gray[5] &&
+                            dst[2048 + 1023] == gray[1023], "the intact PNG decodes: %s", why);
+    free(png.data);
+
+    // JPEG: decoded by libjpeg-turbo; a truncated one is refused (libjpeg would fill it with grey)
+    uint8_t flat[32 * 32 * 3];
+    for (int i = 0; i < 32 * 32; i++) memcpy(flat + 3 * i, (uint8_t[3]){200, 100, 30}, 3);
+    MemFile j = {0};
+    if (!stbi_write_jpg_to_func(mem_write, &j, 32, 32, 3, flat, 95)) abort();
+    int worst = 0;
+    if (!check_true(image_decode(j.data, j.n, 32, false, dst, why, sizeof why) == 0, "flat JPEG decodes: %s", why)) {
+        for (int c = 0; c < 3; c++)
+            for (int i = 0; i < 1024; i++) {
+                int diff = abs(dst[c * 1024 + i] - flat[c]);
+                worst = diff > worst ? diff : worst;
+            }
+        fails += check_true(worst <= 3, "flat JPEG: worst channel error %d <= 3", worst);
+    } else fails++;
+    size_t sos = 2;   // cut inside the entropy-coded data, after the tables
+    while (sos + 2 < j.n && !(j.data[sos] == 0xff && j.data[sos + 1] == 0xda)) sos++;
+    fails += expect_image_refused("JPEG cut inside its scan", j.data, sos + (j.n - sos) / 2, true, "JPEG data");
+    fails += expect_image_refused("not an image", (const uint8_t *)"GIF89a-not-ours", 15, false, "not a JPEG, PNG or BMP");
+    free(j.data);
+    return fails;
+}
+
+// ---- image folders without train/ and test/: a deterministic hold-out ----
+static int data_folder_holdout(void) {
+    char dir[64], path[1024];
+    make_temp_dir(dir);
+    make_dir(dir, "a");
+    make_dir(dir, "b");
+    sub_path(path, dir, "a");
+    for (int i = 0; i < 12; i++) {   // a/00.png .. a/11.png: index 9 is held out
+        char name[16];
+        snprintf(name, sizeof name, "%02d.png", i);
+        write_png(path, name, 32, 32, 3, 100 + i);
+    }
+    sub_path(path, dir, "b");
+    for (int i = 0; i < 3; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%02d.png", i);
+        write_png(path, name, 32, 32, 3, 200 + i);
+    }
+    Dataset tr, te;
+    char err[ERR_SIZE] = "";
+    int fails = 0;
+    int rc_tr = dataset_load(&tr, "folder", dir, "train", err, ERR_SIZE);
+    fails += check_true(rc_tr == 0 && tr.n == 14 && tr.n_classes == 2, "hold-out train: 11 + 3 images, 2 classes: %s", err);
+    int rc_te = dataset_load(&te, "folder", dir, "test", err, ERR_SIZE);
+    fails += check_true(rc_te == 0 && te.n == 1 && te.labels[0] == 0 && folder_mismatches(&te, 0, 3, 109) == 0,
+                        "hold-out test: exactly a/09.png: %s", err);
+    if (rc_tr == 0) {
+        fails += check_true(strstr(tr.name, "every 10th image held out") != NULL, "train name says so: \"%s\"", tr.name);
+        long bad = folder_mismatches(&tr, 9, 3, 110) + folder_mismatches(&tr, 11, 3, 200);
+        fails += check_true(bad == 0, "train skips a/09.png: slot 9 is a/10.png, slot 11 is b/00.png (%ld bytes differ)", bad);
+        dataset_free(&tr);
+    }
+    if (rc_te == 0) {
+        fails += check_true(strstr(te.name, "every 10th image held out") != NULL, "test name says so: \"%s\"", te.name);
+        dataset_free(&te);
+    }
+    make_dir(dir, "train");   // only one of train/ and test/: refused for both splits
+    sub_path(path, dir, "train");
+    make_dir(path, "a");
+    fails += expect_failure("folder with train/ only", "folder", dir, "train", "has train/ but no test/");
+    fails += expect_failure("folder with train/ only", "folder", dir, "test", "has train/ but no test/");
+    remove_tree(dir);
+    make_temp_dir(dir);   // too few images for a held-out image
+    make_dir(dir, "a");
+    sub_path(path, dir, "a");
+    write_png(path, "x.png", 32, 32, 3, 1);
+    fails += expect_failure("hold-out test split empty", "folder", dir, "test", "held-out split");
+    remove_tree(dir);
+    return fails;
+}
+
+// ---- image folders: the first bad image by name is reported, whatever the threads did ----
+static int data_folder_bad_images(void) {
+    char dir[64], path[1024];
+    make_temp_dir(dir);
+    make_dir(dir, "c");
+    sub_path(path, dir, "c");
+    for (int i = 0; i < 40; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%02d.png", i);
+        write_png(path, name, 32, 32, 3, i);
+    }
+    uint8_t dht[7 + 16] = {0xff, 0xd8, 0xff, 0xc4, 0x00, 0x13, 0x00};
+    memset(dht + 7, 32, 16);
+    write_bytes(path, "17.jpg", dht, sizeof dht);
+    write_bytes(path, "33.jpg", dht, sizeof dht);
+    int fails = expect_failure("folder: the first bad image", "folder", dir, "train", "c/17.jpg: cannot read the image");
+    remove_tree(dir);
     return fails;
 }
 
@@ -1033,6 +1367,11 @@ void register_data_tests(void) {
     test_register("data", "idx gz and plain, reflect-padded to 32", data_idx);
     test_register("data", "image folder of PNGs", data_folder);
     test_register("data", "bad input: -1 and the file named", data_bad_input);
+    test_register("data", "gzip: trailer CRC and length checked, members, nothing after", data_gzip_trailer);
+    test_register("data", "idx: a lying header is refused before allocating", data_idx_lying_header);
+    test_register("data", "images: DHT, chunk length, pixel and aspect limits, truncation", data_image_limits);
+    test_register("data", "image folder without train/test: every 10th held out", data_folder_holdout);
+    test_register("data", "image folder: the first bad image is reported", data_folder_bad_images);
     test_register("data", "augment: seeded views", aug_seeded);
     test_register("data", "augment: parameter ranges and frequencies", aug_param_ranges);
     test_register("data", "augment: reflect translation", aug_translate);
