@@ -40,6 +40,47 @@ static char *copy_string(const char *s) {
     return c;
 }
 
+// ---- names -> indices: open addressing (FNV-1a, linear probing), at most half full ----
+// Duplicate names are found as they are parsed, and st_get / st_meta / the writer look names up, in O(1) each
+// instead of a scan of every earlier name (100,000 keys: milliseconds instead of minutes).
+typedef struct { const char *name; int index; } NameSlot;
+typedef struct { NameSlot *slots; size_t cap; int n; } NameIndex;   // cap 0 or a power of two
+
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int index_find(const NameIndex *ix, const char *name) {
+    if (!ix->cap) return -1;
+    for (size_t i = name_hash(name) & (ix->cap - 1);; i = (i + 1) & (ix->cap - 1)) {
+        if (!ix->slots[i].name) return -1;
+        if (!strcmp(ix->slots[i].name, name)) return ix->slots[i].index;
+    }
+}
+
+// name must be absent; the index keeps the pointer, so name must live as long as the index
+static void index_add(NameIndex *ix, const char *name, int index) {
+    if (2 * ((size_t)ix->n + 1) > ix->cap) {
+        NameIndex grown = {.cap = ix->cap ? 2 * ix->cap : 64, .n = 0};
+        grown.slots = xcalloc(grown.cap, sizeof(NameSlot));
+        for (size_t i = 0; i < ix->cap; i++)
+            if (ix->slots[i].name) index_add(&grown, ix->slots[i].name, ix->slots[i].index);
+        free(ix->slots);
+        *ix = grown;
+    }
+    size_t i = name_hash(name) & (ix->cap - 1);
+    while (ix->slots[i].name) i = (i + 1) & (ix->cap - 1);
+    ix->slots[i] = (NameSlot){.name = name, .index = index};
+    ix->n++;
+}
+
+static void index_free(NameIndex *ix) {
+    free(ix->slots);
+    memset(ix, 0, sizeof *ix);
+}
+
 // ======================================== reading ========================================
 
 typedef struct {
@@ -54,6 +95,7 @@ struct SafeTensors {
     int n_entries, cap_entries;
     char **meta_keys, **meta_values;
     int n_meta, cap_meta;
+    NameIndex entry_index, meta_index;
     float *data;              // the data section (malloc'd, so aligned for floats)
     uint64_t data_bytes;
 };
@@ -316,13 +358,11 @@ static bool parse_metadata(Parser *p, SafeTensors *st) {
             return r;
         }
         if (!parse_string(p, &value)) { free(key); return false; }
-        for (int i = 0; i < st->n_meta; i++) {
-            if (!strcmp(st->meta_keys[i], key)) {
-                bool r = parse_error(p, "repeated metadata key '%s'", printable(key, shown));
-                free(key);
-                free(value);
-                return r;
-            }
+        if (index_find(&st->meta_index, key) >= 0) {
+            bool r = parse_error(p, "repeated metadata key '%s'", printable(key, shown));
+            free(key);
+            free(value);
+            return r;
         }
         if (st->n_meta == st->cap_meta) {
             st->cap_meta = st->cap_meta ? 2 * st->cap_meta : 8;
@@ -330,6 +370,7 @@ static bool parse_metadata(Parser *p, SafeTensors *st) {
             st->meta_values = realloc(st->meta_values, (size_t)st->cap_meta * sizeof(char *));
             CHECK(st->meta_keys && st->meta_values, "out of memory");
         }
+        index_add(&st->meta_index, key, st->n_meta);
         st->meta_keys[st->n_meta] = key;
         st->meta_values[st->n_meta++] = value;
         char c = peek(p);
@@ -353,12 +394,11 @@ static bool parse_header(Parser *p, SafeTensors *st) {
             seen_metadata = true;
             free(name);
         } else {
-            for (int i = 0; i < st->n_entries; i++)
-                if (!strcmp(st->entries[i].name, name)) {
-                    parse_error(p, "repeated tensor name '%s'", printable(name, shown));
-                    free(name);
-                    return false;
-                }
+            if (index_find(&st->entry_index, name) >= 0) {
+                parse_error(p, "repeated tensor name '%s'", printable(name, shown));
+                free(name);
+                return false;
+            }
             StEntry e = {.name = name};
             ok = parse_entry(p, name, &e);
             if (!ok) { free(name); return false; }
@@ -367,6 +407,7 @@ static bool parse_header(Parser *p, SafeTensors *st) {
                 st->entries = realloc(st->entries, (size_t)st->cap_entries * sizeof(StEntry));
                 CHECK(st->entries, "out of memory");
             }
+            index_add(&st->entry_index, name, st->n_entries);
             st->entries[st->n_entries++] = e;
         }
         if (!ok) return false;
@@ -404,6 +445,58 @@ static bool check_no_overlap(const SafeTensors *st, const char *path, char *err,
 
 static bool read_exactly(FILE *f, void *buf, size_t bytes) { return fread(buf, 1, bytes, f) == bytes; }
 
+// The 8-byte little-endian header length of a file of total_bytes; false with err set when it cannot hold it.
+static bool header_length(const unsigned char len_bytes[8], uint64_t total_bytes, uint64_t *header_bytes,
+                          const char *name, char *err, int err_size) {
+    uint64_t h = 0;
+    for (int k = 7; k >= 0; k--) h = h << 8 | len_bytes[k];
+    if (h > total_bytes - 8) {
+        set_error(err, err_size, name, "header length %llu runs past the end of the %llu-byte file",
+                  (unsigned long long)h, (unsigned long long)total_bytes);
+        return false;
+    }
+    *header_bytes = h;
+    return true;
+}
+
+// What st_read and st_parse share: the JSON header (header_bytes of json, NUL-terminated) parsed and checked
+// against a data section of data_bytes. Returns the entries and metadata (no data yet) or NULL with err set.
+static SafeTensors *parse_checked(const char *json, uint64_t header_bytes, uint64_t data_bytes, const char *name,
+                                  char *err, int err_size) {
+    SafeTensors *st = xcalloc(1, sizeof(SafeTensors));
+    st->data_bytes = data_bytes;
+    Parser p = {.json = json, .len = header_bytes, .path = name, .err = err, .err_size = err_size,
+                .data_bytes = data_bytes};
+    if (!parse_header(&p, st) || !check_no_overlap(st, name, err, err_size)) {
+        st_free(st);
+        return NULL;
+    }
+    return st;
+}
+
+SafeTensors *st_parse(const void *buf, size_t n, const char *name, char *err, int err_size) {
+    if (err && err_size > 0) err[0] = '\0';
+    const unsigned char *bytes = buf;
+    uint64_t header_bytes;
+    if (n < 8) {
+        set_error(err, err_size, name, "truncated: %llu bytes, too short for the 8-byte header length",
+                  (unsigned long long)n);
+        return NULL;
+    }
+    if (!header_length(bytes, n, &header_bytes, name, err, err_size)) return NULL;
+    char *json = xmalloc(header_bytes + 1);   // NUL-terminated for the parser
+    memcpy(json, bytes + 8, header_bytes);
+    json[header_bytes] = '\0';
+    SafeTensors *st = parse_checked(json, header_bytes, n - 8 - header_bytes, name, err, err_size);
+    free(json);
+    if (!st) return NULL;
+    st->data = xmalloc(st->data_bytes);   // a copy, so the floats are aligned whatever buf's alignment
+    memcpy(st->data, bytes + 8 + header_bytes, st->data_bytes);
+    return st;
+}
+
+// Reads the header, runs st_parse's checks on it, then reads the data section straight into place (the file is
+// never held twice in memory).
 SafeTensors *st_read(const char *path, char *err, int err_size) {
     if (err && err_size > 0) err[0] = '\0';
     FILE *f = fopen(path, "rb");
@@ -414,7 +507,7 @@ SafeTensors *st_read(const char *path, char *err, int err_size) {
         fclose(f);
         return NULL;
     }
-    uint64_t file_bytes = (uint64_t)info.st_size;
+    uint64_t file_bytes = (uint64_t)info.st_size, header_bytes;
     unsigned char len_bytes[8];
     if (file_bytes < 8 || !read_exactly(f, len_bytes, 8)) {
         set_error(err, err_size, path, "truncated: %llu bytes, too short for the 8-byte header length",
@@ -422,39 +515,35 @@ SafeTensors *st_read(const char *path, char *err, int err_size) {
         fclose(f);
         return NULL;
     }
-    uint64_t header_bytes = 0;
-    for (int k = 7; k >= 0; k--) header_bytes = header_bytes << 8 | len_bytes[k];
-    if (header_bytes > file_bytes - 8) {
-        set_error(err, err_size, path, "header length %llu runs past the end of the %llu-byte file",
-                  (unsigned long long)header_bytes, (unsigned long long)file_bytes);
+    if (!header_length(len_bytes, file_bytes, &header_bytes, path, err, err_size)) {
         fclose(f);
         return NULL;
     }
     char *json = xmalloc(header_bytes + 1);
-    SafeTensors *st = xcalloc(1, sizeof(SafeTensors));
-    st->data_bytes = file_bytes - 8 - header_bytes;
-    Parser p = {.json = json, .len = header_bytes, .path = path, .err = err, .err_size = err_size,
-                .data_bytes = st->data_bytes};
-    bool ok = read_exactly(f, json, header_bytes);
-    if (!ok) set_error(err, err_size, path, "could not read the %llu-byte header", (unsigned long long)header_bytes);
-    json[header_bytes] = '\0';
-    ok = ok && parse_header(&p, st) && check_no_overlap(st, path, err, err_size);
+    SafeTensors *st = NULL;
+    if (!read_exactly(f, json, header_bytes))
+        set_error(err, err_size, path, "could not read the %llu-byte header", (unsigned long long)header_bytes);
+    else {
+        json[header_bytes] = '\0';
+        st = parse_checked(json, header_bytes, file_bytes - 8 - header_bytes, path, err, err_size);
+    }
     free(json);
-    if (ok) {
+    if (st) {
         st->data = xmalloc(st->data_bytes);
-        ok = read_exactly(f, st->data, st->data_bytes);
-        if (!ok) set_error(err, err_size, path, "could not read the %llu-byte data section",
-                           (unsigned long long)st->data_bytes);
+        if (!read_exactly(f, st->data, st->data_bytes)) {
+            set_error(err, err_size, path, "could not read the %llu-byte data section",
+                      (unsigned long long)st->data_bytes);
+            st_free(st);
+            st = NULL;
+        }
     }
     fclose(f);
-    if (!ok) { st_free(st); return NULL; }
     return st;
 }
 
 static const StEntry *find_entry(const SafeTensors *st, const char *name) {
-    for (int i = 0; i < st->n_entries; i++)
-        if (!strcmp(st->entries[i].name, name)) return &st->entries[i];
-    return NULL;
+    int i = index_find(&st->entry_index, name);
+    return i < 0 ? NULL : &st->entries[i];
 }
 
 const float *st_get(const SafeTensors *st, const char *name, int *ndim, int shape[4]) {
@@ -466,9 +555,8 @@ const float *st_get(const SafeTensors *st, const char *name, int *ndim, int shap
 }
 
 const char *st_meta(const SafeTensors *st, const char *key) {
-    for (int i = 0; i < st->n_meta; i++)
-        if (!strcmp(st->meta_keys[i], key)) return st->meta_values[i];
-    return NULL;
+    int i = index_find(&st->meta_index, key);
+    return i < 0 ? NULL : st->meta_values[i];
 }
 
 int st_count(const SafeTensors *st) { return st->n_entries; }
@@ -485,6 +573,8 @@ void st_free(SafeTensors *st) {
     free(st->entries);
     free(st->meta_keys);
     free(st->meta_values);
+    index_free(&st->entry_index);
+    index_free(&st->meta_index);
     free(st->data);
     free(st);
 }
@@ -504,6 +594,7 @@ struct StWriter {
     int n_entries, cap_entries;
     char **meta_keys, **meta_values;
     int n_meta, cap_meta;
+    NameIndex entry_index, meta_index;
 };
 
 StWriter *st_writer_new(void) { return xcalloc(1, sizeof(StWriter)); }
@@ -512,7 +603,7 @@ void st_writer_add(StWriter *w, const char *name, int ndim, const int *shape, co
     CHECK(name && strcmp(name, METADATA_KEY), "tensor name must be given and not " METADATA_KEY);
     CHECK(ndim >= 0 && ndim <= ST_MAX_DIMS, "tensor '%s': ndim %d not in [0, %d]", name, ndim, ST_MAX_DIMS);
     CHECK(host_data, "tensor '%s': no data", name);
-    for (int i = 0; i < w->n_entries; i++) CHECK(strcmp(w->entries[i].name, name), "tensor '%s' added twice", name);
+    CHECK(index_find(&w->entry_index, name) < 0, "tensor '%s' added twice", name);
     if (w->n_entries == w->cap_entries) {
         w->cap_entries = w->cap_entries ? 2 * w->cap_entries : 16;
         w->entries = realloc(w->entries, (size_t)w->cap_entries * sizeof(WriterEntry));
@@ -520,6 +611,7 @@ void st_writer_add(StWriter *w, const char *name, int ndim, const int *shape, co
     }
     WriterEntry *e = &w->entries[w->n_entries++];
     *e = (WriterEntry){.name = copy_string(name), .ndim = ndim, .numel = 1};
+    index_add(&w->entry_index, e->name, w->n_entries - 1);
     for (int k = 0; k < ndim; k++) {
         CHECK(shape[k] > 0, "tensor '%s': dimension %d is %d", name, k, shape[k]);
         e->shape[k] = shape[k];
@@ -531,12 +623,11 @@ void st_writer_add(StWriter *w, const char *name, int ndim, const int *shape, co
 
 void st_writer_meta(StWriter *w, const char *key, const char *value) {
     CHECK(key && value, "metadata key and value must be given");
-    for (int i = 0; i < w->n_meta; i++) {
-        if (!strcmp(w->meta_keys[i], key)) {
-            free(w->meta_values[i]);
-            w->meta_values[i] = copy_string(value);
-            return;
-        }
+    int i = index_find(&w->meta_index, key);
+    if (i >= 0) {
+        free(w->meta_values[i]);
+        w->meta_values[i] = copy_string(value);
+        return;
     }
     if (w->n_meta == w->cap_meta) {
         w->cap_meta = w->cap_meta ? 2 * w->cap_meta : 8;
@@ -545,6 +636,7 @@ void st_writer_meta(StWriter *w, const char *key, const char *value) {
         CHECK(w->meta_keys && w->meta_values, "out of memory");
     }
     w->meta_keys[w->n_meta] = copy_string(key);
+    index_add(&w->meta_index, w->meta_keys[w->n_meta], w->n_meta);
     w->meta_values[w->n_meta++] = copy_string(value);
 }
 
@@ -555,6 +647,8 @@ void st_writer_free(StWriter *w) {
     free(w->entries);
     free(w->meta_keys);
     free(w->meta_values);
+    index_free(&w->entry_index);
+    index_free(&w->meta_index);
     free(w);
 }
 

@@ -8,12 +8,19 @@
 #ifndef SAFETENSORS_H
 #define SAFETENSORS_H
 
+#include <stddef.h>
+
 // ---- reading ----
 typedef struct SafeTensors SafeTensors;  // an opened file: its entries, metadata and one data buffer
 
 // The whole file is validated and loaded. On failure returns NULL and writes one line naming the file and the
 // problem into err (err may be NULL). Never crashes on a malformed file.
 SafeTensors *st_read(const char *path, char *err, int err_size);
+// The same checks on n bytes of a whole file in memory (buf: any alignment; the data section is copied, so buf may be
+// freed after the call). name stands for the file in messages ("<name>: <problem>"). NULL with err set on bad input;
+// never exits, prints or reads outside buf[0, n). st_read is this parser fed from a file (it reads the header, runs
+// the same checks, then reads the data section into place), so a fuzz target on st_parse covers st_read.
+SafeTensors *st_parse(const void *buf, size_t n, const char *name, char *err, int err_size);
 // Data of the tensor called name (valid until st_free), or NULL if absent. ndim and shape may be NULL.
 const float *st_get(const SafeTensors *st, const char *name, int *ndim, int shape[4]);
 const char *st_meta(const SafeTensors *st, const char *key);     // NULL if absent

@@ -3,6 +3,8 @@
 // and the completeness of the golden fixtures. Values must survive bit-exactly (tolerance 0): the format stores
 // the float32 bytes as they are.
 #include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,10 +237,13 @@ static int bad_files(void) {
 
 // ---- robustness: every truncation and many corrupted headers fail cleanly or read consistently ----
 
+// st_read on the file and st_parse on its bytes must agree: both accept, or both reject with the same line
 static int read_mutant(const char *path, const unsigned char *bytes, size_t n, bool *named) {
-    char err[512] = "";
+    char err[512] = "", err_mem[512] = "";
     write_bytes(path, bytes, n);
-    SafeTensors *st = st_read(path, err, sizeof err);
+    SafeTensors *st = st_read(path, err, sizeof err), *mem = st_parse(bytes, n, path, err_mem, sizeof err_mem);
+    *named = *named && !st == !mem && !strcmp(err, err_mem);
+    st_free(mem);
     if (!st) { *named = *named && strstr(err, path) && !strchr(err, '\n'); return 0; }
     // accepted: every tensor must be readable in full (ASan checks the bounds)
     volatile float sink = 0;
@@ -310,6 +315,143 @@ static int corrupted_files(void) {
     fails += check_true(named, "%d corrupted headers: %d read consistently, the others rejected with the file named",
                         trials, accepted);
     unlink(path);
+    return fails;
+}
+
+// ---- scale: duplicate names are found in linear time (they were a scan of every earlier name) ----
+typedef struct { char *text; size_t len, cap; } Json;
+
+static void json_add(Json *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void json_add(Json *j, const char *fmt, ...) {
+    char piece[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(piece, sizeof piece, fmt, ap);
+    va_end(ap);
+    if (j->len + (size_t)k + 1 > j->cap) {
+        j->cap = 2 * (j->len + (size_t)k + 1);
+        j->text = realloc(j->text, j->cap);
+        CHECK(j->text, "out of memory");
+    }
+    memcpy(j->text + j->len, piece, (size_t)k + 1);
+    j->len += (size_t)k;
+}
+
+// A whole file in memory: n metadata keys and n one-float tensors; a key or name repeated at the end if asked.
+static unsigned char *many_names(int n, bool dup_key, bool dup_name, size_t *size) {
+    Json j = {0};
+    json_add(&j, "{\"__metadata__\":{");
+    for (int i = 0; i < n; i++) json_add(&j, "%s\"key%d\":\"v%d\"", i ? "," : "", i, i);
+    if (dup_key) json_add(&j, ",\"key%d\":\"again\"", n / 3);
+    json_add(&j, "}");
+    for (int i = 0; i < n; i++)
+        json_add(&j, ",\"t%d\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[%d,%d]}", i, 4 * i, 4 * i + 4);
+    if (dup_name) json_add(&j, ",\"t%d\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}", n / 2);
+    json_add(&j, "}");
+    *size = 8 + j.len + 4 * (size_t)n;
+    unsigned char *buf = xcalloc(*size, 1);
+    for (int k = 0; k < 8; k++) buf[k] = (unsigned char)((uint64_t)j.len >> (8 * k));
+    memcpy(buf + 8, j.text, j.len);
+    for (int i = 0; i < n; i++) {
+        float v = (float)i;
+        memcpy(buf + 8 + j.len + 4 * (size_t)i, &v, 4);
+    }
+    free(j.text);
+    return buf;
+}
+
+static int many_keys(void) {
+    enum { N = 100000 };
+    char err[512] = "", path[256];
+    size_t size;
+    unsigned char *buf = many_names(N, false, false, &size);
+    double t0 = now_seconds();
+    SafeTensors *st = st_parse(buf, size, "many.safetensors", err, sizeof err);
+    double dt = now_seconds() - t0;
+    int fails = check_true(st && st_count(st) == N && dt < 5.0,
+                           "%d metadata keys + %d tensors parsed in %.3f s (< 5 s; the quadratic scan took minutes): %s",
+                           N, N, dt, err);
+    if (st) {
+        int ndim, shape[4];
+        const float *x = st_get(st, "t76543", &ndim, shape);
+        const char *v = st_meta(st, "key54321");
+        fails += check_true(x && *x == 76543.0f && v && !strcmp(v, "v54321") && !st_get(st, "t100000", NULL, NULL) &&
+                                !st_meta(st, "key100000"), "lookups by name: t76543 = %g, key54321 = %s",
+                            x ? *x : -1.0, v ? v : "(none)");
+    }
+    st_free(st);
+    // the same file through the writer and st_read (the writer's duplicate checks are the same index)
+    temp_path(path, sizeof path, "many");
+    StWriter *w = st_writer_new();
+    float one = 1.0f;
+    t0 = now_seconds();
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "t%d", i);
+        st_writer_add(w, name, SHAPE(1), &one);
+        st_writer_meta(w, name + 1, name);
+    }
+    st_writer_meta(w, "5", "replaced");
+    int saved = st_writer_save(w, path, err, sizeof err);
+    st_writer_free(w);
+    st = saved == 0 ? st_read(path, err, sizeof err) : NULL;
+    dt = now_seconds() - t0;
+    fails += check_true(st && st_count(st) == N && !strcmp(st_meta(st, "5"), "replaced") && dt < 10.0,
+                        "writer + st_read of %d tensors and keys in %.3f s (< 10 s): %s", N, dt, err);
+    st_free(st);
+    unlink(path);
+    free(buf);
+
+    buf = many_names(N, true, false, &size);
+    t0 = now_seconds();
+    st = st_parse(buf, size, "dupkey.safetensors", err, sizeof err);
+    dt = now_seconds() - t0;
+    fails += check_true(!st && strstr(err, "dupkey.safetensors: bad header: repeated metadata key 'key33333'") && dt < 5.0,
+                        "repeated key among %d found in %.3f s: %s", N, dt, err);
+    st_free(st);
+    free(buf);
+    buf = many_names(N, false, true, &size);
+    t0 = now_seconds();
+    st = st_parse(buf, size, "dupname.safetensors", err, sizeof err);
+    dt = now_seconds() - t0;
+    fails += check_true(!st && strstr(err, "dupname.safetensors: bad header: repeated tensor name 't50000'") && dt < 5.0,
+                        "repeated tensor name among %d found in %.3f s: %s", N, dt, err);
+    st_free(st);
+    free(buf);
+    return fails;
+}
+
+// ---- st_parse: a buffer of any alignment, and one that is freed right after ----
+static int parse_buffer(void) {
+    char path[256], err[512] = "";
+    temp_path(path, sizeof path, "buffer");
+    float data[6] = {1, 2, 3, 4, 5, 6};
+    StWriter *w = st_writer_new();
+    st_writer_add(w, "x", SHAPE(2, 3), data);
+    st_writer_meta(w, "m", "n");
+    CHECK(st_writer_save(w, path, err, sizeof err) == 0, "%s", err);
+    st_writer_free(w);
+    FILE *f = fopen(path, "rb");
+    CHECK(f, "cannot open %s", path);
+    unsigned char file[512];
+    size_t n = fread(file, 1, sizeof file, f);
+    fclose(f);
+    unlink(path);
+    int fails = 0;
+    for (int shift = 0; shift < 4; shift++) {   // misaligned copies of the file
+        unsigned char *copy = xmalloc(n + 4);
+        memcpy(copy + shift, file, n);
+        SafeTensors *st = st_parse(copy + shift, n, "copy", err, sizeof err);
+        free(copy);
+        int ndim = 0, shape[4];
+        const float *x = st ? st_get(st, "x", &ndim, shape) : NULL;
+        fails += check_true(x && ndim == 2 && shape[1] == 3 && x[5] == 6.0f && !strcmp(st_meta(st, "m"), "n"),
+                            "st_parse at offset %d, buffer freed: x[5] = %g: %s", shift, x ? x[5] : -1.0, err);
+        st_free(st);
+    }
+    SafeTensors *st = st_parse(file, 7, "short", err, sizeof err);
+    fails += check_true(!st && !strcmp(err, "short: truncated: 7 bytes, too short for the 8-byte header length"),
+                        "7 bytes: %s", err);
     return fails;
 }
 
@@ -435,5 +577,7 @@ void register_safetensors_tests(void) {
     test_register("safetensors", "bad files are rejected", bad_files);
     test_register("safetensors", "truncated and corrupted files", corrupted_files);
     test_register("safetensors", "file written by Python", python_file);
+    test_register("safetensors", "100,000 keys and names: linear-time duplicates", many_keys);
+    test_register("safetensors", "st_parse on buffers", parse_buffer);
     test_register("safetensors", "golden fixtures are complete", golden_fixtures);
 }
