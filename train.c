@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autograd/inspect.h"
 #include "driver.h"
 #include "io/output.h"
 #include "model/amdim.h"
@@ -22,9 +23,9 @@
 
 typedef struct {
     CommonArgs common;
-    const char *preset, *run_dir;
+    const char *preset, *run_dir, *dump_graph;
     int F, D, d, batch, workers, mixtures, log_every, warmup;
-    long epochs, steps, seed;
+    long epochs, steps, seed, profile;
     double minutes, ckpt_every;
     float lr, mix_tau, mix_alpha;
     NumberList decay_at;           // fractions of the run after which the lr is multiplied by LR_DECAY
@@ -53,6 +54,8 @@ typedef struct {
     double window_start, window_wait, session_start;
     long window_steps, epoch_correct_lin, epoch_correct_mlp, epoch_labeled;
     long checkpoint_step;          // step of the checkpoint on disk, -1 when none has been written
+    long session_steps;            // steps done by this process
+    Profile profile;               // --profile
 } Run;
 
 // SIGINT / SIGTERM: the loop finishes its step, writes a checkpoint and exits 128 + the signal. A second signal
@@ -109,6 +112,10 @@ static Args parse_args(int argc, char **argv) {
          0},
         {"--log-every", FLAG_INT, &a.log_every, 1, 1 << 30, "N", "steps between log lines", 0},
         {"--resume", FLAG_SWITCH, &a.resume, 0, 0, NULL, "continue from DIR/checkpoint.safetensors", 0},
+        {"--profile", FLAG_LONG, &a.profile, 1, 1e6, "N", "time every op over the N steps after the first and print a "
+         "table by op type", 0},
+        {"--dump-graph", FLAG_STRING, &a.dump_graph, 0, 0, "FILE", "write the autograd graph of one step as Graphviz "
+         "DOT (the last profiled step with --profile, else the first)", 0},
     };
     int n = (int)(sizeof flags / sizeof flags[0]);
     flags_parse("train", "[options]", flags, n, argc, argv);
@@ -330,9 +337,29 @@ static long count_correct(const Tensor *logits, const int *labels, long *n_label
     return correct;
 }
 
+// --profile N: this process's steps 2 .. N+1 (the first allocates everything and is not typical)
+static bool profiled_step(const Run *r) {
+    return r->a.profile > 0 && r->session_steps >= 1 && r->session_steps <= r->a.profile;
+}
+
+// --dump-graph: the tape of one step, drawn after its backward
+static void dump_graph(const Run *r) {
+    char err[4400], title[160];
+    FILE *f = open_output(r->a.dump_graph, "w", err, sizeof err);
+    snprintf(title, sizeof title, "one AMDIM training step (step %ld, batch %d, preset %s)", r->st.step + 1, r->a.batch,
+             r->model.cfg.preset);
+    if (!f || graph_write_dot(f, title)) fprintf(stderr, "train: %s\n", f ? "cannot write the graph" : err);
+    else printf("%sgraph of step %ld: %s (render: dot -Tsvg %s -o graph.svg)\n", isatty(STDOUT_FILENO) ? "\n" : "",
+                r->st.step + 1, r->a.dump_graph, r->a.dump_graph);
+    if (f) fclose(f);
+}
+
 // One optimiser step on the next batch.
 static StepStats train_step(Run *r) {
     int B = r->a.batch;
+    bool profiled = profiled_step(r);
+    double t_step = now_seconds();
+    autograd_set_profiling(profiled);
     Batch *batch;
     double wait0 = loader_wait_seconds(r->loader);
     loader_next(r->loader, &batch);
@@ -347,10 +374,19 @@ static StepStats train_step(Run *r) {
         r->idx2[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
     }
     paramset_zero_grad(&r->model.ps);
+    autograd_profile_mark();
     AmdimLoss L = amdim_loss(&r->model, r->x1, r->x2, batch->labels, r->idx1, r->idx2, &rng);
     backward(L.total);
     r->opt.lr = learning_rate(&r->a, r->st.step, r->st.total_steps);
+    double t_opt = now_seconds();
     adam_update(&r->opt, &r->model.ps);
+    if (profiled) {
+        dev_synchronize();
+        r->profile.optimizer_s += now_seconds() - t_opt;
+        profile_add_tape(&r->profile);
+    }
+    bool last_profiled = profiled && r->session_steps == r->a.profile;
+    if (r->a.dump_graph && (r->a.profile ? last_profiled : r->session_steps == 0)) dump_graph(r);
 
     StepStats s = {.total = tensor_item(L.total), .l1t5 = tensor_item(L.l1t5), .l1t7 = tensor_item(L.l1t7),
                    .l5t5 = tensor_item(L.l5t5), .reg = tensor_item(L.reg), .cls = tensor_item(L.cls),
@@ -360,6 +396,16 @@ static StepStats train_step(Run *r) {
     r->epoch_correct_mlp += count_correct(L.mlp_logits, batch->labels, &n_lab);
     r->epoch_labeled += n_lab / 2;
     tape_clear();
+    autograd_set_profiling(false);
+    if (profiled) {
+        r->profile.steps++;
+        r->profile.step_s += now_seconds() - t_step;
+        if (last_profiled) {
+            printf("%s", isatty(STDOUT_FILENO) ? "\n" : "");
+            profile_print(&r->profile, stdout);
+        }
+    }
+    r->session_steps++;
     r->st.step++;
     r->st.epoch = batch->epoch;
     r->st.position = batch->position + B;

@@ -13,6 +13,27 @@ typedef struct {
 
 static Tape tape;
 static bool grad_enabled = true;
+static const char *current_scope;
+static bool profiling;
+static double last_mark;                // profiling: when the previous op's forward ended
+
+void autograd_scope(const char *name) { current_scope = name; }
+long tape_node_count(void) { return tape.n_nodes; }
+Node *tape_node(long i) { return tape.nodes[i]; }
+
+static double synced_now(void) {
+    dev_synchronize();
+    return now_seconds();
+}
+
+void autograd_set_profiling(bool on) {
+    profiling = on;
+    if (on) last_mark = synced_now();
+}
+
+void autograd_profile_mark(void) {
+    if (profiling) last_mark = synced_now();
+}
 
 void autograd_set_grad_enabled(bool enabled) { grad_enabled = enabled; }
 bool autograd_grad_enabled(void) { return grad_enabled; }
@@ -57,20 +78,29 @@ Node *tape_record(const char *op_name, BackwardFn backward_fn, Tensor *out, int 
     n->backward = backward_fn;
     n->out = out;
     n->n_in = n_in;
-    for (int k = 0; k < n_in; k++) n->in[k] = in[k];
+    n->scope = current_scope;
+    n->bytes = (double)out->numel * sizeof(float);
+    for (int k = 0; k < n_in; k++) {
+        n->in[k] = in[k];
+        if (in[k]) n->bytes += (double)in[k]->numel * sizeof(float);
+    }
+    if (profiling) {
+        double t = synced_now();
+        n->forward_s = t - last_mark;
+        last_mark = t;
+    }
     out->requires_grad = true;
     out->node = n;
     if (tape.n_nodes == tape.cap_nodes) grow((void **)&tape.nodes, &tape.cap_nodes, sizeof(Node *));
+    n->index = tape.n_nodes;
     tape.nodes[tape.n_nodes++] = n;
     return n;
 }
 
-void *node_set_aux(Node *n, Device dev, const void *host, size_t bytes) {
-    n->aux = dev_alloc(dev, bytes);
+void node_keep_aux(Node *n, Device dev, void *buffer, size_t bytes) {
+    n->aux = buffer;
     n->aux_bytes = bytes;
     n->aux_device = dev;
-    dev_copy(n->aux, dev, host, DEV_CPU, bytes);
-    return n->aux;
 }
 
 float *input_grad(Node *n, int k) {
@@ -86,7 +116,9 @@ void backward(Tensor *loss) {
     for (long i = tape.n_nodes - 1; i >= 0; i--) {
         Node *n = tape.nodes[i];
         if (!n->out->grad) continue;  // nodes the loss does not depend on have no output grad
+        double t0 = profiling ? synced_now() : 0;
         n->backward(n);
+        if (profiling) n->backward_s = synced_now() - t0;
         tensor_free_grad(n->out);     // every consumer of out came later on the tape and is done with it
     }
 }

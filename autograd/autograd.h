@@ -39,6 +39,12 @@ struct Node {
     void *aux;                        // op-owned extra buffer (labels, masks), freed with the node
     size_t aux_bytes;
     Device aux_device;
+    // what autograd/inspect.h shows (graph, profile)
+    const char *scope;                // the model part that was recording (autograd_scope), or NULL
+    double flops;                     // floating-point operations of the forward (set by the op; 0 = not counted)
+    double bytes;                     // bytes the forward reads and writes (inputs + output unless the op says)
+    double forward_s, backward_s;     // measured when profiling is on
+    long index;                       // position on the tape
     max_align_t args_storage[];       // where args points: a copy made by tape_record
 };
 
@@ -51,8 +57,8 @@ Tensor *tape_view(Tensor *base, int ndim, const int *shape);
 // as `const ConvArgs *a = n->args;`. Forward and backward share that struct, so a parameter has a name, not a slot.
 Node *tape_record(const char *op_name, BackwardFn backward, Tensor *out, int n_in, Tensor *const *in,
                   const void *args, size_t args_bytes);
-// Copies `bytes` from host memory into a buffer on `dev` kept by the node (e.g. labels, dropout masks).
-void *node_set_aux(Node *n, Device dev, const void *host, size_t bytes);
+// The node takes ownership of a device buffer the op made for its backward (labels, indices): freed with the node.
+void node_keep_aux(Node *n, Device dev, void *buffer, size_t bytes);
 
 void backward(Tensor *loss);          // loss must hold one element; seeds d(loss) = 1
 void tape_clear(void);                // frees every tape tensor and node
@@ -60,6 +66,16 @@ long tape_tensor_count(void);         // live tape tensors (for leak checks)
 
 void autograd_set_grad_enabled(bool enabled);
 bool autograd_grad_enabled(void);
+
+// Nodes recorded from now on belong to this part of the model ("enc.2", "head5", "nce.1t7"; NULL = none). The string
+// must live until tape_clear(): a literal or a name held by the model.
+void autograd_scope(const char *name);
+// Profiling: every node's forward time is the time from the previous record (or the last mark) to its own, and its
+// backward time that of its backward call; on a GPU each is measured after a device synchronisation.
+void autograd_set_profiling(bool on);
+void autograd_profile_mark(void);      // "the next op's forward starts now": call before a forward pass
+long tape_node_count(void);
+Node *tape_node(long i);               // recording order
 
 // grad of an input, allocated on demand, or NULL if that input does not need one
 float *input_grad(Node *n, int k);

@@ -118,9 +118,8 @@ static int declare_encoder(Amdim *m, char *err, int err_size) {
             b->kind = BLOCK_BN;
             b->cin = b->cout = channels;
             b->out_size = size;
-            char prefix[32];
-            snprintf(prefix, sizeof prefix, "enc.%d", layer);
-            declare_bn(m, channels, &b->gamma, &b->beta, &b->running_mean, &b->running_var, prefix);
+            snprintf(b->name, sizeof b->name, "enc.%d", layer);
+            declare_bn(m, channels, &b->gamma, &b->beta, &b->running_mean, &b->running_var, b->name);
             continue;
         }
         int units = ls->stage ? c->d : 1;
@@ -135,11 +134,13 @@ static int declare_encoder(Amdim *m, char *err, int err_size) {
             size = (size + 2 * b->pad - b->k) / b->stride + 1;
             b->out_size = size;
             if (b->kind == BLOCK_STEM) {
-                b->w1 = declare(m, false, SHAPE(cout, channels, b->k, b->k), "enc.%d.weight", layer);
-                b->bias = declare(m, false, SHAPE(cout), "enc.%d.bias", layer);
+                snprintf(b->name, sizeof b->name, "enc.%d", layer);
+                b->w1 = declare(m, false, SHAPE(cout, channels, b->k, b->k), "%s.weight", b->name);
+                b->bias = declare(m, false, SHAPE(cout), "%s.bias", b->name);
             } else {
-                b->w1 = declare(m, false, SHAPE(cout, channels, b->k, b->k), "enc.%d.%d.conv1.weight", layer, u);
-                b->w2 = declare(m, false, SHAPE(cout, cout, 1, 1), "enc.%d.%d.conv2.weight", layer, u);
+                snprintf(b->name, sizeof b->name, "enc.%d.%d", layer, u);
+                b->w1 = declare(m, false, SHAPE(cout, channels, b->k, b->k), "%s.conv1.weight", b->name);
+                b->w2 = declare(m, false, SHAPE(cout, cout, 1, 1), "%s.conv2.weight", b->name);
             }
             channels = cout;
             if (size == 7) m->tap7 = m->n_blocks - 1;
@@ -340,15 +341,19 @@ Features amdim_encode(Amdim *m, Tensor *x, bool training, bool with_heads) {
     Features f = {0};
     Tensor *h = x, *src5 = NULL, *src7 = NULL;
     for (int i = 0; i < m->n_blocks; i++) {
+        autograd_scope(m->blocks[i].name);
         h = run_block(&m->blocks[i], h, training);
         if (i == m->tap5) src5 = h;
         if (i == m->tap7) src7 = h;
     }
     f.f1 = op_reshape(h, SHAPE(x->shape[0], c->D));
     if (with_heads) {
+        autograd_scope("head5");
         f.m5 = run_head(&m->head5, src5, training);
+        autograd_scope("head7");
         f.m7 = run_head(&m->head7, src7, training);
     }
+    autograd_scope(NULL);
     return f;
 }
 
@@ -419,9 +424,13 @@ AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const 
     Features v1 = amdim_encode(m, x1, true, true);
     Features v2 = amdim_encode(m, x2, true, true);
     Tensor *r[6];
+    autograd_scope("nce.1t5");
     out.l1t5 = half_sum(global_task(m, v1.f1, v2.m5, &r[0]), global_task(m, v2.f1, v1.m5, &r[1]));
+    autograd_scope("nce.1t7");
     out.l1t7 = half_sum(global_task(m, v1.f1, v2.m7, &r[2]), global_task(m, v2.f1, v1.m7, &r[3]));
+    autograd_scope("nce.5t5");
     out.l5t5 = half_sum(local_task(m, v1.m5, idx1, v2.m5, &r[4]), local_task(m, v2.m5, idx2, v1.m5, &r[5]));
+    autograd_scope("loss");
     Tensor *reg = r[0];
     for (int i = 1; i < 6; i++) reg = op_add(reg, r[i]);
     out.reg = op_scale(reg, 0.5f);
@@ -431,10 +440,15 @@ AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const 
     int labels2[2 * B];
     for (int i = 0; i < B; i++) labels2[i] = labels2[B + i] = labels[i];
     Tensor *f = op_concat0(op_detach(v1.f1), op_detach(v2.f1));
+    autograd_scope("cls_lin");
     out.lin_logits = amdim_linear_logits(m, f);
+    Tensor *cls_lin = amdim_classifier_loss(out.lin_logits, labels2);
+    autograd_scope("cls_mlp");
     out.mlp_logits = amdim_mlp_logits(m, f, true, rng);
-    out.cls = op_add(amdim_classifier_loss(out.lin_logits, labels2), amdim_classifier_loss(out.mlp_logits, labels2));
-
+    Tensor *cls_mlp = amdim_classifier_loss(out.mlp_logits, labels2);
+    autograd_scope("loss");
+    out.cls = op_add(cls_lin, cls_mlp);
     out.total = op_add(op_add(op_add(out.l1t5, out.l1t7), op_add(out.l5t5, out.reg)), out.cls);
+    autograd_scope(NULL);
     return out;
 }

@@ -38,6 +38,7 @@ int amdim_config_preset(AmdimConfig *cfg, const char *preset);
 // One encoder block: a stem conv, a residual unit, or the final BN.
 typedef enum { BLOCK_STEM, BLOCK_RU, BLOCK_BN } BlockKind;
 typedef struct {
+    char name[24];                 // its parameters' prefix ("enc.2.1"): the scope its ops are recorded under
     BlockKind kind;
     int k, stride, pad;            // stem: pad is reflect padding (ImageNet stem) applied before a valid conv
     int cin, cout, out_size;       // out_size: spatial size after the block

@@ -395,7 +395,8 @@ static Tensor *conv2d_fused(const char *name, Tensor *x, Tensor *w, Tensor *b, i
     if (relu) KERNEL(x->device, unary_forward)(UNARY_RELU, out->data, out->data, out->numel);
     Tensor *in[4] = {x, w, b, residual};
     ConvArgs args = {.N = N, .C = C, .H = H, .W = W, .Co = Co, .K = K, .stride = stride, .pad = pad, .relu = relu};
-    tape_record(name, conv2d_backward_node, out, 4, in, &args, sizeof args);
+    Node *n = tape_record(name, conv2d_backward_node, out, 4, in, &args, sizeof args);
+    if (n) n->flops = 2.0 * N * Co * Ho * Wo * C * K * K;   // the GEMM's multiply-adds; the epilogue is not counted
     return out;
 }
 
@@ -428,7 +429,8 @@ Tensor *op_avgpool2d(Tensor *x, int k, int stride) {
     Tensor *out = tape_tensor(x->device, SHAPE(N, C, Ho, Wo));
     KERNEL(x->device, avgpool2d_forward)(out->data, x->data, N, C, H, W, k, stride);
     PoolArgs args = {.N = N, .C = C, .H = H, .W = W, .K = k, .stride = stride};
-    tape_record("avgpool2d", avgpool2d_backward_node, out, 1, &x, &args, sizeof args);
+    Node *n = tape_record("avgpool2d", avgpool2d_backward_node, out, 1, &x, &args, sizeof args);
+    if (n) n->flops = (double)out->numel * k * k;
     return out;
 }
 

@@ -80,7 +80,8 @@ static Tensor *unary(const char *name, UnaryOp op, Tensor *x) {
     Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
     KERNEL(x->device, unary_forward)(op, out->data, x->data, x->numel);
     UnaryArgs args = {op};
-    tape_record(name, unary_backward_node, out, 1, &x, &args, sizeof args);
+    Node *n = tape_record(name, unary_backward_node, out, 1, &x, &args, sizeof args);
+    if (n) n->flops = (double)x->numel;
     return out;
 }
 
@@ -103,7 +104,8 @@ static Tensor *binary(const char *name, BinaryOp op, Tensor *a, Tensor *b) {
     KERNEL(a->device, binary_forward)(op, out->data, a->data, b->data, a->numel);
     Tensor *in[2] = {a, b};
     BinaryArgs args = {op};
-    tape_record(name, binary_backward_node, out, 2, in, &args, sizeof args);
+    Node *n = tape_record(name, binary_backward_node, out, 2, in, &args, sizeof args);
+    if (n) n->flops = (double)a->numel;
     return out;
 }
 
@@ -119,6 +121,7 @@ Tensor *op_scale(Tensor *x, float alpha) {
     Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
     KERNEL(x->device, scale_forward)(out->data, x->data, alpha, x->numel);
     ScaleArgs args = {alpha};
-    tape_record("scale", scale_backward_node, out, 1, &x, &args, sizeof args);
+    Node *n = tape_record("scale", scale_backward_node, out, 1, &x, &args, sizeof args);
+    if (n) n->flops = (double)x->numel;
     return out;
 }

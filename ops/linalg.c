@@ -74,7 +74,8 @@ Tensor *op_matmul(Tensor *a, Tensor *b, bool trans_a, bool trans_b) {
     KERNEL(a->device, gemm)(trans_a, trans_b, M, N, K, 1.0f, a->data, b->data, 0.0f, out->data);
     Tensor *in[2] = {a, b};
     MatmulArgs args = {.trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K};
-    tape_record("matmul", matmul_backward_node, out, 2, in, &args, sizeof args);
+    Node *n = tape_record("matmul", matmul_backward_node, out, 2, in, &args, sizeof args);
+    if (n) n->flops = 2.0 * M * N * K;
     return out;
 }
 
@@ -104,6 +105,7 @@ Tensor *op_linear(Tensor *x, Tensor *w, Tensor *b) {
     if (b) KERNEL(x->device, bias_forward)(out->data, b->data, N, Out, 1);
     Tensor *in[3] = {x, w, b};
     LinearArgs args = {.N = N, .In = In, .Out = Out};
-    tape_record("linear", linear_backward_node, out, 3, in, &args, sizeof args);
+    Node *n = tape_record("linear", linear_backward_node, out, 3, in, &args, sizeof args);
+    if (n) n->flops = 2.0 * N * In * Out;
     return out;
 }

@@ -110,6 +110,7 @@ Tensor *op_batchnorm(Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mea
     BatchnormArgs args = {.N = N, .C = C, .S = S, .training = training};
     Node *n = tape_record("batchnorm", batchnorm_backward_node, out, 3, in, &args, sizeof args);
     if (n) {
+        n->flops = 5.0 * x->numel;   // mean, variance, normalise, scale, shift
         n->saved[0] = mean;
         n->saved[1] = invstd;
     }

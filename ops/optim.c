@@ -22,6 +22,7 @@ Tensor *paramset_declare(ParamSet *ps, const char *name, int ndim, const int *sh
     int k = ps->count++;
     strcpy(ps->names[k], name);
     ps->params[k] = tensor_header(DEV_CPU, ndim, shape);  // the device is set by paramset_allocate
+    ps->params[k]->name = ps->names[k];
     ps->is_buffer[k] = is_buffer;
     ps->total += ps->params[k]->numel;
     return ps->params[k];

@@ -46,7 +46,8 @@ Tensor *op_sum(Tensor *x, int dim) {
     Tensor *out = tape_tensor(x->device, ndim, shape);
     KERNEL(x->device, reduce_sum_forward)(out->data, x->data, outer, len, inner);
     SumArgs args = {.outer = outer, .len = len, .inner = inner};
-    tape_record("sum", sum_backward_node, out, 1, &x, &args, sizeof args);
+    Node *n = tape_record("sum", sum_backward_node, out, 1, &x, &args, sizeof args);
+    if (n) n->flops = (double)x->numel;
     return out;
 }
 

@@ -145,14 +145,14 @@ Tensor *op_gather_location(Tensor *x, const int *idx) {
     for (int b = 0; b < B; b++) CHECK(idx[b] >= 0 && idx[b] < S, "location %d of row %d outside [0, %d)", idx[b], b, S);
     Device dev = x->device;
     Tensor *out = tape_tensor(dev, SHAPE(B, D));
+    size_t bytes = (size_t)B * sizeof(int);
+    int *idx_dev = dev_alloc(dev, bytes);
+    dev_copy(idx_dev, dev, idx, DEV_CPU, bytes);
+    KERNEL(dev, gather_location_forward)(out->data, x->data, idx_dev, B, D, S);
     GatherArgs args = {.B = B, .D = D, .S = S};
     Node *n = tape_record("gather_location", gather_location_backward_node, out, 1, &x, &args, sizeof args);
-    // the indices stay with the node for backward; without a node they are a temporary for the forward only
-    size_t bytes = (size_t)B * sizeof(int);
-    int *idx_dev = n ? node_set_aux(n, dev, idx, bytes) : dev_alloc(dev, bytes);
-    if (!n) dev_copy(idx_dev, dev, idx, DEV_CPU, bytes);
-    KERNEL(dev, gather_location_forward)(out->data, x->data, idx_dev, B, D, S);
-    if (!n) dev_free(dev, idx_dev, bytes);
+    if (n) node_keep_aux(n, dev, idx_dev, bytes);   // the indices stay with the node for backward
+    else dev_free(dev, idx_dev, bytes);
     return out;
 }
 
@@ -178,6 +178,9 @@ Tensor *op_dropout(Tensor *x, float p, bool training, Rng *rng) {
     Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
     KERNEL(x->device, binary_forward)(BINARY_MUL, out->data, x->data, mask->data, x->numel);
     Node *n = tape_record("dropout", dropout_backward_node, out, 1, &x, NULL, 0);
-    if (n) n->saved[0] = mask;
+    if (n) {
+        n->saved[0] = mask;
+        n->flops = (double)x->numel;
+    }
     return out;
 }

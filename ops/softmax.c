@@ -202,8 +202,10 @@ static Tensor *softmax_op(Tensor *x, int dim, bool log_out) {
     if (log_out) KERNEL(x->device, log_softmax_forward)(out->data, x->data, outer, len, inner);
     else KERNEL(x->device, softmax_forward)(out->data, x->data, outer, len, inner);
     SoftmaxArgs args = {.outer = outer, .len = len, .inner = inner};
-    tape_record(log_out ? "log_softmax" : "softmax", log_out ? log_softmax_backward_node : softmax_backward_node, out,
-                1, &x, &args, sizeof args);
+    Node *n = tape_record(log_out ? "log_softmax" : "softmax", log_out ? log_softmax_backward_node
+                                                                        : softmax_backward_node, out, 1, &x, &args,
+                          sizeof args);
+    if (n) n->flops = 3.0 * x->numel;   // max, exp-sum, normalise
     return out;
 }
 
@@ -229,15 +231,19 @@ Tensor *op_cross_entropy(Tensor *logits, const int *labels) {
     Device dev = logits->device;
     Tensor *loss = tape_tensor(dev, SHAPE(1));
     Tensor *probs = tape_tensor(dev, 2, logits->shape);
+    size_t bytes = (size_t)N * sizeof(int);
+    int *labels_dev = dev_alloc(dev, bytes);
+    dev_copy(labels_dev, dev, labels, DEV_CPU, bytes);
+    KERNEL(dev, cross_entropy_forward)(loss->data, probs->data, logits->data, labels_dev, N, K, n_valid);
     CrossEntropyArgs args = {.N = N, .K = K, .n_valid = n_valid};
     Node *n = tape_record("cross_entropy", cross_entropy_backward_node, loss, 1, &logits, &args, sizeof args);
-    // the labels stay with the node for backward; without a node they are a temporary for the forward only
-    size_t bytes = (size_t)N * sizeof(int);
-    int *labels_dev = n ? node_set_aux(n, dev, labels, bytes) : dev_alloc(dev, bytes);
-    if (!n) dev_copy(labels_dev, dev, labels, DEV_CPU, bytes);
-    KERNEL(dev, cross_entropy_forward)(loss->data, probs->data, logits->data, labels_dev, N, K, n_valid);
-    if (n) n->saved[0] = probs;
-    else dev_free(dev, labels_dev, bytes);
+    if (n) {   // the labels and the probabilities stay with the node for backward
+        n->flops = 3.0 * N * K;
+        node_keep_aux(n, dev, labels_dev, bytes);
+        n->saved[0] = probs;
+    } else {
+        dev_free(dev, labels_dev, bytes);
+    }
     return loss;
 }
 
@@ -256,6 +262,7 @@ Tensor *op_nce_log_softmax(Tensor *x, int B, int P, int L) {
     Tensor *out = tape_tensor(x->device, SHAPE(B, P, L));
     KERNEL(x->device, nce_log_softmax_forward)(out->data, x->data, B, P, L);
     NceArgs args = {.B = B, .P = P, .L = L};
-    tape_record("nce_log_softmax", nce_backward_node, out, 1, &x, &args, sizeof args);
+    Node *n = tape_record("nce_log_softmax", nce_backward_node, out, 1, &x, &args, sizeof args);
+    if (n) n->flops = 3.0 * x->numel;
     return out;
 }

@@ -35,6 +35,7 @@ typedef struct Tensor {
     bool owns_grad;       // false when grad points into a parameter block's gradient buffer
     bool on_tape;         // owned by the autograd tape (freed by tape_clear)
     struct Node *node;    // the op that produced this tensor, NULL for leaves and no-grad results
+    const char *name;     // parameters: their checkpoint name ("enc.2.0.conv1.weight"); NULL otherwise
 } Tensor;
 
 // ---- creation (caller owns the result) ----

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../autograd/inspect.h"
 #include "../ops/ops.h"
 #include "../tensor/device.h"
 #include "test.h"
@@ -33,6 +34,18 @@ Tensor *test_tensor(Rng *rng, bool requires_grad, float lo, float hi, int ndim, 
     return t;
 }
 
+// the tape of the checked expression (op, then the projection sum(out * r)) as DIR/<name>.dot
+static void write_graph(const char *name) {
+    char path[1024];
+    int n = snprintf(path, sizeof path, "%s/", test_graph_dir);
+    for (const char *c = name; *c && n < (int)sizeof path - 5; c++)
+        path[n++] = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ? *c : '_';
+    snprintf(path + n, sizeof path - (size_t)n, ".dot");
+    FILE *f = fopen(path, "w");
+    if (!f || graph_write_dot(f, name)) printf("    (could not write %s)\n", path);
+    if (f) fclose(f);
+}
+
 // sum(out * r) in double on the host, with grad off: the scalar whose gradient is checked
 static double projected(BuildFn build, void *ctx, Tensor **inputs, const float *r) {
     bool was = autograd_grad_enabled();
@@ -57,8 +70,14 @@ double gradcheck_budget(const char *name, BuildFn build, void *ctx, Tensor **inp
     for (long i = 0; i < out->numel; i++) r[i] = 2.0f * rng_uniform(&rng) - 1.0f;
     Tensor *rt = tape_tensor(DEV_CPU, out->ndim, out->shape);
     tensor_copy_from_host(rt, r);
+    rt->name = "r (fixed random projection)";
     for (int k = 0; k < n_inputs; k++) if (inputs[k]->requires_grad) tensor_zero_grad(inputs[k]);
+    static const char *input_names[16] = {"input 0", "input 1", "input 2", "input 3", "input 4", "input 5",
+                                          "input 6", "input 7", "input 8", "input 9", "input 10", "input 11",
+                                          "input 12", "input 13", "input 14", "input 15"};
+    for (int k = 0; k < n_inputs; k++) if (!inputs[k]->name) inputs[k]->name = input_names[k];
     backward(op_sum(op_mul(out, rt), -1));
+    if (test_graph_dir) write_graph(name);
     float *analytic[16] = {0};
     for (int k = 0; k < n_inputs; k++) {
         if (!inputs[k]->requires_grad) continue;

@@ -10,6 +10,7 @@
 typedef int (*TestFn)(void);  // returns the number of failed checks
 
 void test_register(const char *group, const char *name, TestFn fn);
+extern const char *test_graph_dir;   // test_runner --graphs DIR: every gradient check draws its tape there (DOT)
 
 // |got - want| <= atol + rtol * |want| for every element; prints max abs / rel error and % of the budget used.
 // NaN or Inf in got fails. Returns 1 on failure, 0 on success.

@@ -1,4 +1,4 @@
-// test_main.c - runs the registered tests: test_runner [group ...] [-o name-substring]
+// test_main.c - runs the registered tests: test_runner [group ...] [-o name-substring] [--graphs DIR]
 // Groups: grad, forward, gpu, data, model, golden, ... (see the register_* functions). No group = all.
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include "test.h"
 
 #define MAX_TESTS 512
+const char *test_graph_dir;
 static struct { const char *group, *name; TestFn fn; } tests[MAX_TESTS];
 static int n_tests;
 
@@ -66,6 +67,7 @@ int main(int argc, char **argv) {
     int n_groups = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) filter = argv[++i];
+        else if (!strcmp(argv[i], "--graphs") && i + 1 < argc) test_graph_dir = argv[++i];
         else if (n_groups < 16) groups[n_groups++] = argv[i];
         else { fprintf(stderr, "test_runner: at most 16 groups\n"); return 2; }
     }
