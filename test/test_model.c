@@ -77,6 +77,29 @@ static int model_parameter_counts(void) {
     return fails;
 }
 
+// The FLOPs the tape records for the convolutions of one cifar-small view (encoder + phi heads) against the spec's
+// analytic count (section 12: 575 M multiply-adds per view, 420 M encoder + 155 M heads), within 1%.
+static int model_conv_flops(void) {
+    AmdimConfig c;
+    amdim_config_preset(&c, "cifar-small");
+    Amdim m;
+    char err[256] = "";
+    if (amdim_init(&m, &c, DEV_CPU, 1, err, sizeof err)) return check_true(false, "%s", err);
+    Tensor *x = tensor_zeros(DEV_CPU, SHAPE(1, 3, 32, 32));
+    amdim_encode(&m, x, false, true);   // one image; eval-mode BN (train mode needs more than one value per channel)
+    double macs = 0;
+    long convs = 0;
+    for (long i = 0; i < tape_node_count(); i++) {
+        const Node *n = tape_node(i);
+        if (!strncmp(n->op_name, "conv2d", 6)) { macs += n->flops / 2; convs++; }
+    }
+    tape_clear();
+    tensor_free(x);
+    amdim_free(&m);
+    return check_true(fabs(macs / 575e6 - 1) < 0.01, "%ld convolutions of one cifar-small view: %.1f M multiply-adds "
+                      "(spec section 12: 575 M)", convs, macs / 1e6);
+}
+
 // at initialisation every residual branch is zero: f7's source equals avgpool/pad of the stem output
 static int model_zero_init(void) {
     AmdimConfig c = small_config(32, 1, 4, 32, 1, 1);
@@ -310,6 +333,7 @@ static int model_resume_bit_exact(void) {
 void register_model_tests(void) {
     test_register("model", "encoder shapes for inputs 32, 64, 128", model_shapes);
     test_register("model", "cifar-small parameter counts vs spec", model_parameter_counts);
+    test_register("model", "cifar-small convolution FLOPs on the tape vs spec", model_conv_flops);
     test_register("model", "zero-init residuals, identity phi shortcut", model_zero_init);
     test_register("golden", "tiny preset vs PyTorch (CPU)", golden_tiny_cpu);
     test_register("golden", "mixtures k=3 vs PyTorch (CPU)", golden_mix_cpu);
