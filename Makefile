@@ -118,3 +118,52 @@ clean:
 # the main job: short AMDIM training on Fashion-MNIST, then the probes (see README)
 demo:
 	bash tools/demo.sh
+
+# ---- fuzzing (libFuzzer; clang with libclang_rt.fuzzer; see fuzz/README.md) ----
+#   make fuzz          builds build/fuzz/<target> and runs each for FUZZ_SECONDS on a copy of its corpus; fails on
+#                      any crash, leak, UB report, timeout or out-of-memory (the input is left in build/fuzz/<target>-*)
+#   make fuzz-regress  replays every file of fuzz/regressions/ and fuzz/corpus/ once through every target
+#   make fuzz-corpus   rewrites the seed corpora fuzz/corpus/ (fuzz/make_corpus.c)
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS  = safetensors idx cifar_stl image
+FUZZ_CFLAGS   = -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Wno-unknown-pragmas \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_OPTS     = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+FUZZ_MAX_LEN_safetensors = 16384
+FUZZ_MAX_LEN_idx         = 16384
+FUZZ_MAX_LEN_cifar_stl   = 65536
+FUZZ_MAX_LEN_image       = 32768
+FUZZ_SRC_safetensors = io/safetensors.c base/base.c
+FUZZ_SRC_DATA        = data/datasets.c data/augment.c data/stb_impl.c base/base.c base/rng.c
+FUZZ_SRC_idx         = $(FUZZ_SRC_DATA)
+FUZZ_SRC_cifar_stl   = $(FUZZ_SRC_DATA)
+FUZZ_SRC_image       = $(FUZZ_SRC_DATA)
+FUZZ_BINS = $(FUZZ_TARGETS:%=build/fuzz/%)
+FUZZ_FILES = $(wildcard fuzz/regressions/*/* fuzz/corpus/*/*)
+.PHONY: fuzz fuzz-build fuzz-regress fuzz-corpus
+.SECONDEXPANSION:
+build/fuzz/%: fuzz/%.c $$(FUZZ_SRC_$$*) $(wildcard data/*.h io/*.h base/*.h)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRC_$*) -o $@ -lturbojpeg -lz -lm
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  rm -rf build/fuzz/corpus-$$t && mkdir -p build/fuzz/corpus-$$t && cp fuzz/corpus/$$t/* build/fuzz/corpus-$$t/ && \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s" && \
+	  build/fuzz/$$t $(FUZZ_OPTS) -max_len=$(FUZZ_MAX_LEN_$$t) -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$t 2> build/fuzz/$$t.log || \
+	    { tail -40 build/fuzz/$$t.log; echo "fuzz $$t FAILED (log: build/fuzz/$$t.log)"; exit 1; }; \
+	  grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE)' build/fuzz/$$t.log | tail -1; \
+	done
+fuzz-regress: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  build/fuzz/$$t -timeout=10 -rss_limit_mb=2048 $(FUZZ_FILES) > build/fuzz/$$t-regress.log 2>&1 || \
+	    { tail -40 build/fuzz/$$t-regress.log; echo "fuzz-regress $$t FAILED"; exit 1; }; \
+	  echo "fuzz-regress $$t: $(words $(FUZZ_FILES)) files, no report"; \
+	done
+fuzz-corpus:
+	@mkdir -p build/fuzz
+	$(CC) -std=c11 -O1 -D_GNU_SOURCE -Wall fuzz/make_corpus.c io/safetensors.c base/base.c -o build/fuzz/make_corpus \
+	  -lturbojpeg -lz -lm
+	rm -rf fuzz/corpus && build/fuzz/make_corpus fuzz/corpus

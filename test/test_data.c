@@ -453,6 +453,11 @@ static int data_bad_input(void) {
     free(rec);
     write_bytes(dir, "test.bin", "", 0);
     fails += expect_failure("cifar100 empty file", "cifar100", dir, "test", "test.bin");
+    int fine[1] = {5}, coarse[1] = {20};   // fuzz/regressions/cifar_stl/cifar100_coarse_20
+    rec = cifar_records(2, 0, 1, fine, coarse);
+    write_bytes(dir, "test.bin", rec, 3074);
+    free(rec);
+    fails += expect_failure("cifar100 coarse label 20", "cifar100", dir, "test", "has label 20 (must be < 20)");
     remove_tree(dir);
 
     make_temp_dir(dir);
