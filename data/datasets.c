@@ -239,8 +239,7 @@ static int stl_image_count(size_t bytes, long *count, const char *name, char *er
     return 0;
 }
 
-int stl_images_into(Dataset *ds, long first, const uint8_t *x, size_t x_n, long img0, const char *name, char *err,
-                    int err_size) {
+int stl_images_into(Dataset *ds, long first, const uint8_t *x, size_t x_n, const char *name, char *err, int err_size) {
     long count = (long)(x_n / STL_IMAGE);
     if (x_n % STL_IMAGE || first < 0 || first + count > ds->n)
         return fail(err, err_size, "stl10: %s: %zu bytes are not whole images for slots %ld.. of %d", name, x_n, first,
@@ -255,7 +254,6 @@ int stl_images_into(Dataset *ds, long first, const uint8_t *x, size_t x_n, long 
                     dst[c * STL_PLANE + row * STL_SIDE + col] = src[c * STL_PLANE + col * STL_SIDE + row];
         ds->labels[first + i] = -1;
     }
-    (void)img0;   // images cannot be wrong byte by byte; img0 keeps the two chunk readers alike
     return 0;
 }
 
@@ -287,7 +285,7 @@ int stl_parse(Dataset *ds, const uint8_t *x, size_t x_n, const char *x_name, con
     if (!rc && y && y_n != (size_t)count)
         rc = fail(err, err_size, "stl10: %s: %zu labels for %ld images in %s", y_name, y_n, count, x_name);
     if (!rc) rc = dataset_alloc(ds, count, 3, STL_SIDE, STL_SIDE, "stl10", err, err_size);
-    if (!rc) rc = stl_images_into(ds, 0, x, x_n, 0, x_name, err, err_size);
+    if (!rc) rc = stl_images_into(ds, 0, x, x_n, x_name, err, err_size);
     if (!rc && y) rc = stl_labels_into(ds, 0, y, y_n, 0, y_name, err, err_size);
     if (rc) dataset_free(ds);
     else stl_finish(ds);
@@ -320,7 +318,7 @@ static int stl_read_part(Dataset *ds, long first, const StlPart *p, char *err, i
         long k = p->count - i < STL_CHUNK_IMAGES ? p->count - i : STL_CHUNK_IMAGES;
         if (fread(buf, STL_IMAGE, (size_t)k, f) != (size_t)k)
             rc = fail(err, err_size, "stl10: %s: truncated at image %ld", p->x, i);
-        else rc = stl_images_into(ds, first + i, buf, (size_t)k * STL_IMAGE, i, p->x, err, err_size);
+        else rc = stl_images_into(ds, first + i, buf, (size_t)k * STL_IMAGE, p->x, err, err_size);
     }
     fclose(f);
     if (rc == 0 && p->labeled) {

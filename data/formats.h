@@ -27,10 +27,9 @@ enum { STL_SIDE = 96, STL_PLANE = STL_SIDE * STL_SIDE, STL_IMAGE = 3 * STL_PLANE
 // The whole dataset from an images file x and its labels file y (y NULL: unlabeled, labels -1).
 int stl_parse(Dataset *ds, const uint8_t *x, size_t x_n, const char *x_name, const uint8_t *y, size_t y_n,
               const char *y_name, char *err, int err_size);
-// Chunk pieces: images (x_n a multiple of STL_IMAGE) and labels into slots first.. of an allocated ds; img0 / lab0
-// is the chunk's first index within its file (for messages).
-int stl_images_into(Dataset *ds, long first, const uint8_t *x, size_t x_n, long img0, const char *name, char *err,
-                    int err_size);
+// Chunk pieces: images (x_n a multiple of STL_IMAGE) and labels into slots first.. of an allocated ds; lab0 is the
+// chunk's first label within its file (for messages).
+int stl_images_into(Dataset *ds, long first, const uint8_t *x, size_t x_n, const char *name, char *err, int err_size);
 int stl_labels_into(Dataset *ds, long first, const uint8_t *y, size_t y_n, long lab0, const char *name, char *err,
                     int err_size);
 
