@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/output.h"
 #include "ops/ops.h"
 
 Device driver_start(const char *prog, CommonArgs *c) {
@@ -38,4 +39,15 @@ int driver_load(const char *prog, const CommonArgs *c, const char *split, Datase
         return -1;
     }
     return 0;
+}
+
+void driver_check_output(const char *prog, const char *path) {
+    if (!path) return;
+    char err[4400];
+    FILE *f = open_output(path, "ab", err, sizeof err);
+    if (!f) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        exit(1);
+    }
+    fclose(f);
 }

@@ -26,6 +26,9 @@ typedef struct {
 // Checks the common flags (exits 2 with one line when they are wrong), sets the thread count, prints the engine
 // line and returns the device.
 Device driver_start(const char *prog, CommonArgs *c);
+// An output file the run will write at some point: its folder is made and it is opened now, so a path that cannot
+// be written is refused before any work (prints one line and exits 1). NULL is fine (no such output).
+void driver_check_output(const char *prog, const char *path);
 // Loads one split of the chosen dataset; on failure prints "prog: <reason>" and returns -1.
 int driver_load(const char *prog, const CommonArgs *c, const char *split, Dataset *ds);
 

@@ -8,16 +8,20 @@
 #include <string.h>
 
 #include "driver.h"
+#include "io/image.h"
 #include "io/output.h"
+#include "io/safetensors.h"
 #include "model/amdim.h"
 #include "model/checkpoint.h"
 #include "model/probe.h"
 
 #define EXTRACT_BATCH 256   // images per forward pass of the frozen encoder
+#define RETRIEVAL_QUERIES 8 // --save-retrievals: test images, each with its RETRIEVAL_K nearest training images
+#define RETRIEVAL_K 8
 
 typedef struct {
     CommonArgs common;
-    const char *checkpoint, *out_path;
+    const char *checkpoint, *out_path, *save_features, *save_retrievals;
     bool raw;
     int probe_epochs, knn_k;
     long seed;
@@ -27,6 +31,7 @@ typedef struct {                 // one row of the result table
     char features[96];
     int dim;
     double linear, mlp, knn, seconds;
+    bool failed;                 // an output could not be written
 } Result;
 
 static Args parse_args(int argc, char **argv) {
@@ -40,6 +45,10 @@ static Args parse_args(int argc, char **argv) {
         {"--knn-k", FLAG_INT, &a.knn_k, 1, 10000, "N", "neighbours of the k-NN classifier", 0},
         {"--seed", FLAG_LONG, &a.seed, 0, 9007199254740992.0, "N", "seeds the probes", 0},
         {"--out", FLAG_STRING, &a.out_path, 0, 0, "FILE", "also append each result as one JSON line to FILE", 0},
+        {"--save-features", FLAG_STRING, &a.save_features, 0, 0, "FILE", "write the features (before standardising) "
+         "and labels of both splits as safetensors: train.features (N, dim), train.labels, test.*", 0},
+        {"--save-retrievals", FLAG_STRING, &a.save_retrievals, 0, 0, "FILE", "write a PNG: 8 test images, each with "
+         "its 8 nearest training images (cosine, as k-NN); green frame = same label, red = another", 0},
     };
     flags_parse("eval", "(--checkpoint FILE | --raw) [options]", flags, (int)(sizeof flags / sizeof flags[0]), argc,
                 argv);
@@ -81,6 +90,73 @@ static FeatureSet extract(const Dataset *ds, Amdim *m, Device dev) {
     return fs;
 }
 
+// --save-features: both splits' features and labels (labels as floats: the format holds F32 only)
+static int save_features(const char *path, const Args *a, const FeatureSet *train, const FeatureSet *test) {
+    StWriter *w = st_writer_new();
+    st_writer_meta(w, "checkpoint", a->checkpoint ? a->checkpoint : "raw pixels");
+    st_writer_meta(w, "dataset", a->common.dataset);
+    const FeatureSet *sets[2] = {train, test};
+    const char *names[2] = {"train", "test"};
+    for (int s = 0; s < 2; s++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s.features", names[s]);
+        st_writer_add(w, key, 2, (int[]){sets[s]->n, sets[s]->dim}, sets[s]->x);
+        float *y = xmalloc((size_t)sets[s]->n * sizeof(float));
+        for (int i = 0; i < sets[s]->n; i++) y[i] = (float)sets[s]->y[i];
+        snprintf(key, sizeof key, "%s.labels", names[s]);
+        st_writer_add(w, key, 1, (int[]){sets[s]->n}, y);
+        free(y);
+    }
+    char err[4400];
+    int rc = st_writer_save(w, path, err, sizeof err);
+    st_writer_free(w);
+    if (rc) fprintf(stderr, "eval: %s\n", err);
+    else printf("  features: %s\n", path);
+    return rc;
+}
+
+// image (C, S, S) of the test transform, back in [0, 1]
+static void picture(const Dataset *ds, int index, float *out) {
+    long plane = (long)ds->input_size * ds->input_size;
+    transform_test(ds, index, out);
+    for (int c = 0; c < ds->c; c++)
+        for (long i = 0; i < plane; i++) out[c * plane + i] = out[c * plane + i] * ds->std[c] + ds->mean[c];
+}
+
+// --save-retrievals: rows of (query, its nearest training images) with frames showing whether the labels agree
+static int save_retrievals(const char *path, const Dataset *train, const Dataset *test, const FeatureSet *ftrain,
+                           const FeatureSet *ftest) {
+    int cols = 1 + RETRIEVAL_K, rows = RETRIEVAL_QUERIES, S = train->input_size;
+    long img = (long)train->c * S * S;
+    float *cells = xmalloc((size_t)rows * cols * img * sizeof(float));
+    uint8_t (*frame)[3] = xmalloc((size_t)rows * cols * sizeof *frame);
+    int neighbours[RETRIEVAL_K], agree = 0;
+    for (int r = 0; r < rows; r++) {
+        int q = (int)((long)r * ftest->n / rows);
+        picture(test, q, cells + (long)r * cols * img);
+        memcpy(frame[r * cols], (uint8_t[3]){120, 120, 120}, 3);
+        knn_neighbours(ftrain, ftest, q, RETRIEVAL_K, neighbours);
+        for (int k = 0; k < RETRIEVAL_K; k++) {
+            int cell = r * cols + 1 + k;
+            bool same = neighbours[k] >= 0 && ftrain->y[neighbours[k]] == ftest->y[q];
+            agree += same;
+            if (neighbours[k] >= 0) picture(train, neighbours[k], cells + (long)cell * img);
+            else memset(cells + (long)cell * img, 0, (size_t)img * sizeof(float));
+            memcpy(frame[cell], same ? (uint8_t[3]){40, 170, 60} : (uint8_t[3]){210, 40, 40}, 3);
+        }
+    }
+    Grid g = {.rows = rows, .cols = cols, .c = train->c, .h = S, .w = S, .zoom = S <= 32 ? 3 : 1, .pad = 3};
+    char err[4400];
+    FILE *probe = open_output(path, "wb", err, sizeof err);
+    if (probe) fclose(probe);
+    int rc = !probe || png_write_grid(path, cells, (const uint8_t (*)[3])frame, &g, err, sizeof err) ? -1 : 0;
+    if (rc) fprintf(stderr, "eval: %s\n", err);
+    else printf("  retrievals: %s (%d of %d neighbours share the query's label)\n", path, agree, rows * RETRIEVAL_K);
+    free(cells);
+    free(frame);
+    return rc;
+}
+
 // Features of both splits, then the three probes on them.
 static Result evaluate(const Args *a, const Dataset *train, const Dataset *test, Amdim *m, Device dev) {
     Result r = {.dim = m ? m->cfg.D : train->c * train->input_size * train->input_size};
@@ -90,7 +166,11 @@ static Result evaluate(const Args *a, const Dataset *train, const Dataset *test,
     FeatureSet ftrain = extract(train, m, dev), ftest = extract(test, m, dev);
     printf("%s: features of %d train and %d test images, %d-d (%.1fs)\n", r.features, ftrain.n, ftest.n, r.dim,
            now_seconds() - t0);
+    bool pictures = m || !a->checkpoint;   // the model's features, or raw pixels when they are all there is
+    if (pictures && a->save_features && save_features(a->save_features, a, &ftrain, &ftest)) r.failed = true;
     features_standardise(&ftrain, &ftest);
+    if (pictures && a->save_retrievals && save_retrievals(a->save_retrievals, train, test, &ftrain, &ftest))
+        r.failed = true;
     ProbeOptions po = {.epochs = a->probe_epochs, .batch = 256, .lr = 1e-3f, .weight_decay = 1e-5f,
                        .seed = (uint64_t)a->seed, .device = dev};
     r.linear = probe_linear(&ftrain, &ftest, train->n_classes, &po);
@@ -128,6 +208,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "eval: %s\n", err);
         return 1;
     }
+    driver_check_output("eval", a.save_features);
+    driver_check_output("eval", a.save_retrievals);
     Device dev = driver_start("eval", &a.common);
     int rc = 1, n_results = 0;
     Amdim model;
@@ -162,6 +244,7 @@ int main(int argc, char **argv) {
                results[i].linear, results[i].mlp, results[i].knn);
     printf("(peak memory %.0f MiB)\n", peak_rss_mib());
     rc = 0;
+    for (int i = 0; i < n_results; i++) if (results[i].failed) rc = 1;
     for (int i = 0; out && i < n_results; i++)
         if (append_json(out, &a, &results[i], i == 1 || !have_model)) {
             fprintf(stderr, "eval: cannot write %s\n", a.out_path);

@@ -12,6 +12,7 @@
 
 #include "autograd/inspect.h"
 #include "driver.h"
+#include "io/image.h"
 #include "io/output.h"
 #include "model/amdim.h"
 #include "model/checkpoint.h"
@@ -23,7 +24,7 @@
 
 typedef struct {
     CommonArgs common;
-    const char *preset, *run_dir, *dump_graph;
+    const char *preset, *run_dir, *dump_graph, *save_views;
     int F, D, d, batch, workers, mixtures, log_every, warmup;
     long epochs, steps, seed, profile;
     double minutes, ckpt_every;
@@ -114,6 +115,8 @@ static Args parse_args(int argc, char **argv) {
         {"--resume", FLAG_SWITCH, &a.resume, 0, 0, NULL, "continue from DIR/checkpoint.safetensors", 0},
         {"--profile", FLAG_LONG, &a.profile, 1, 1e6, "N", "time every op over the N steps after the first and print a "
          "table by op type", 0},
+        {"--save-views", FLAG_STRING, &a.save_views, 0, 0, "FILE", "write a PNG of the first batch: 8 source images, "
+         "each beside its two augmented views as the model sees them", 0},
         {"--dump-graph", FLAG_STRING, &a.dump_graph, 0, 0, "FILE", "write the autograd graph of one step as Graphviz "
          "DOT (the last profiled step with --profile, else the first)", 0},
     };
@@ -228,6 +231,8 @@ static int run_open(Run *r, int argc, char **argv) {
     r->log = open_output(r->log_path, "a", err, sizeof err);
     if (!r->log) { fprintf(stderr, "train: %s\n", err); return 1; }
 
+    driver_check_output("train", a->save_views);
+    driver_check_output("train", a->dump_graph);
     r->dev = driver_start("train", &a->common);
     const char *split = !strcmp(a->common.dataset, "stl10") ? "train+unlabeled" : "train";
     if (driver_load("train", &a->common, split, &r->ds)) return 1;
@@ -354,6 +359,38 @@ static void dump_graph(const Run *r) {
     if (f) fclose(f);
 }
 
+#define VIEWS_ROWS 8
+
+// image (C, S, S) from the normalised floats the model sees back to [0, 1] for a picture
+static void unnormalise(const Dataset *ds, const float *x, float *out) {
+    long plane = (long)ds->input_size * ds->input_size;
+    for (int c = 0; c < ds->c; c++)
+        for (long i = 0; i < plane; i++) out[c * plane + i] = x[c * plane + i] * ds->std[c] + ds->mean[c];
+}
+
+// --save-views: rows of (source with the test transform, view 1, view 2) for the first images of a batch
+static void save_views(const Run *r, const Batch *batch) {
+    const Dataset *ds = &r->ds;
+    int rows = batch->batch < VIEWS_ROWS ? batch->batch : VIEWS_ROWS, S = ds->input_size;
+    long img = (long)ds->c * S * S;
+    float *cells = xmalloc((size_t)(3 * rows) * img * sizeof(float)), *src = xmalloc((size_t)img * sizeof(float));
+    for (int i = 0; i < rows; i++) {
+        transform_test(ds, batch->indices[i], src);
+        unnormalise(ds, src, cells + (3L * i) * img);
+        unnormalise(ds, batch->x1 + i * img, cells + (3L * i + 1) * img);
+        unnormalise(ds, batch->x2 + i * img, cells + (3L * i + 2) * img);
+    }
+    Grid g = {.rows = rows, .cols = 3, .c = ds->c, .h = S, .w = S, .zoom = S <= 32 ? 4 : S <= 64 ? 2 : 1, .pad = 2};
+    char err[4400];
+    FILE *probe = open_output(r->a.save_views, "wb", err, sizeof err);   // makes the folder, checks it is writable
+    if (probe) fclose(probe);
+    if (!probe || png_write_grid(r->a.save_views, cells, NULL, &g, err, sizeof err))
+        fprintf(stderr, "train: %s\n", err);
+    else printf("views of the first batch (source, view 1, view 2): %s\n", r->a.save_views);
+    free(cells);
+    free(src);
+}
+
 // One optimiser step on the next batch.
 static StepStats train_step(Run *r) {
     int B = r->a.batch;
@@ -364,6 +401,7 @@ static StepStats train_step(Run *r) {
     double wait0 = loader_wait_seconds(r->loader);
     loader_next(r->loader, &batch);
     r->window_wait += loader_wait_seconds(r->loader) - wait0;
+    if (r->a.save_views && r->session_steps == 0) save_views(r, batch);
     tensor_copy_from_host(r->x1, batch->x1);
     tensor_copy_from_host(r->x2, batch->x2);
     // per-step randomness (5x5 source locations, dropout) from (seed, step): a resume reproduces it exactly

@@ -183,3 +183,20 @@ double knn_accuracy(const FeatureSet *train, const FeatureSet *test, int n_class
     free(a); free(b); free(sim); free(best_i); free(best_s); free(votes);
     return counted ? 100.0 * correct / counted : 0.0;
 }
+
+void knn_neighbours(const FeatureSet *train, const FeatureSet *test, int q, int k, int *neighbours) {
+    FeatureSet one = {.x = test->x + (long)q * test->dim, .y = test->y + q, .n = 1, .dim = test->dim};
+    float *a = unit_rows(&one), *b = unit_rows(train), *sim = xmalloc((size_t)train->n * sizeof(float));
+    gemm_cpu(false, true, 1, train->n, train->dim, 1.0f, a, b, 0.0f, sim);
+    float *best = xmalloc((size_t)k * sizeof(float));
+    int found = 0;
+    for (int j = 0; j < train->n; j++) {   // insertion into the sorted top k
+        if (found == k && sim[j] <= best[k - 1]) continue;
+        int pos = found < k ? found++ : k - 1;
+        while (pos > 0 && best[pos - 1] < sim[j]) { best[pos] = best[pos - 1]; neighbours[pos] = neighbours[pos - 1]; pos--; }
+        best[pos] = sim[j];
+        neighbours[pos] = j;
+    }
+    for (int i = found; i < k; i++) neighbours[i] = -1;
+    free(a); free(b); free(sim); free(best);
+}

@@ -32,5 +32,7 @@ double probe_linear(const FeatureSet *train, const FeatureSet *test, int n_class
 double probe_mlp(const FeatureSet *train, const FeatureSet *test, int n_classes, const ProbeOptions *opt);
 // k-NN on cosine similarity, votes weighted by similarity. Top-1 accuracy in percent.
 double knn_accuracy(const FeatureSet *train, const FeatureSet *test, int n_classes, int k);
+// The k training rows most similar (cosine) to test row q, most similar first: neighbours (k).
+void knn_neighbours(const FeatureSet *train, const FeatureSet *test, int q, int k, int *neighbours);
 
 #endif
