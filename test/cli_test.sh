@@ -127,6 +127,31 @@ if [ "$rc" -eq 3 ] && grep -q "not finite\|the loss is" "$tmp/nan.out"; then
     else ok "--lr 10 diverges before any checkpoint (exit 3), and says so: $(grep -c 'no checkpoint was written' "$tmp/nan.out") line"; fi
 else bad "--lr 10: exit $rc, $(tail -2 "$tmp/nan.out")"; fi
 
+echo "[cli] pictures, the graph of a step, the profile"
+png_size() {  # width x height from a PNG's IHDR
+    od -An -tu1 -j16 -N8 "$1" 2>/dev/null | awk '{printf "%dx%d", (($1*256+$2)*256+$3)*256+$4, (($5*256+$6)*256+$7)*256+$8}'
+}
+$TRAIN "${common[@]}" --steps 4 --profile 2 --dump-graph "$tmp/pics/step.dot" --save-views "$tmp/pics/views.png" \
+    --run-dir "$tmp/pics/run" > "$tmp/pics.out" 2>&1
+share=$(grep -o '([0-9.]*% of it in the table' "$tmp/pics.out" | grep -o '[0-9.]*' | head -1)
+if [ -n "$share" ] && awk -v s="$share" 'BEGIN{exit !(s >= 90 && s <= 110)}'; then
+    ok "--profile 2: the table's ops + optimizer add up to $share% of the measured step"
+else bad "--profile: share '$share': $(grep -A3 'profile over' "$tmp/pics.out" | head -4)"; fi
+# 8 rows (batch 8) of 3 cells, 32 px at zoom 4 inside 2-px frames
+if [ "$(png_size "$tmp/pics/views.png")" = "396x1056" ]; then ok "--save-views: a 396x1056 PNG (8 sources, each with its two views)"
+else bad "--save-views: $(png_size "$tmp/pics/views.png") $(grep -i views "$tmp/pics.out")"; fi
+if grep -q "enc.0.weight" "$tmp/pics/step.dot" && grep -q "cluster" "$tmp/pics/step.dot"; then
+    if command -v dot > /dev/null; then
+        if dot -Tsvg "$tmp/pics/step.dot" -o "$tmp/pics/step.svg" 2> "$tmp/dot.err"; then ok "--dump-graph: dot -Tsvg renders the step's graph ($(grep -c ' -> ' "$tmp/pics/step.dot") edges)"
+        else bad "--dump-graph: dot failed: $(head -2 "$tmp/dot.err")"; fi
+    else echo "    skipped: rendering the graph (no Graphviz dot here)"; fi
+else bad "--dump-graph: no parameters or clusters in $tmp/pics/step.dot"; fi
+$EVAL --checkpoint "$tmp/pics/run/checkpoint.safetensors" --data "$data" --probe-epochs 1 --knn-k 3 \
+    --save-retrievals "$tmp/pics/retrievals.png" --save-features "$tmp/pics/features.safetensors" > "$tmp/pics2.out" 2>&1
+if [ "$(png_size "$tmp/pics/retrievals.png")" = "918x816" ] && [ -s "$tmp/pics/features.safetensors" ]; then
+    ok "--save-retrievals: a 918x816 PNG (8 queries x 8 neighbours); --save-features written"
+else bad "eval pictures: $(png_size "$tmp/pics/retrievals.png") $(tail -2 "$tmp/pics2.out")"; fi
+
 echo "[cli] bad input: one line on stderr and a non-zero exit"
 expect_error() {  # description expected-substring command...
     local what=$1 want=$2; shift 2
@@ -172,6 +197,8 @@ expect_fast_error() {  # like expect_error, and refused within a second (before 
 expect_fast_error "run dir under a file" "$tmp/afile/run" $TRAIN "${common[@]}" --steps 1 --run-dir "$tmp/afile/run"
 expect_fast_error "eval --out under a file" "$tmp/afile/x.jsonl" $EVAL --raw --data "$data" --out "$tmp/afile/x.jsonl"
 expect_fast_error "eval --out in /proc" "/proc/nonexistent/x.jsonl" $EVAL --raw --data "$data" --out /proc/nonexistent/x.jsonl
+expect_fast_error "eval --save-retrievals in /proc" "/proc/nonexistent/r.png" $EVAL --raw --data "$data" --save-retrievals /proc/nonexistent/r.png
+expect_fast_error "train --save-views under a file" "$tmp/afile/v.png" $TRAIN "${common[@]}" --steps 1 --save-views "$tmp/afile/v.png" --run-dir "$tmp/v"
 # as a user without the rights to make /nonexistent (root could make it: parents of output paths are created)
 if [ "$(id -u)" = 0 ] && command -v setpriv > /dev/null; then
     chmod -R a+rX "$tmp"

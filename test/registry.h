@@ -9,6 +9,7 @@ void register_gpu_tests(void);
 void register_data_tests(void);
 void register_safetensors_tests(void);
 void register_model_tests(void);
+void register_io_tests(void);
 static void register_all_tests(void) {
     register_grad_tests();
     register_grad_conv_tests();
@@ -18,5 +19,6 @@ static void register_all_tests(void) {
     register_data_tests();
     register_safetensors_tests();
     register_model_tests();
+    register_io_tests();
 }
 #endif
