@@ -149,6 +149,10 @@ static int read_config(const SafeTensors *f, const char *path, AmdimConfig *cfg,
     return 0;
 }
 
+int checkpoint_read_config_from(const SafeTensors *f, const char *path, AmdimConfig *cfg, char *err, int err_size) {
+    return read_config(f, path, cfg, err, err_size);
+}
+
 int checkpoint_read_config(const char *path, AmdimConfig *cfg, char *err, int err_size) {
     SafeTensors *f = st_read(path, err, err_size);
     if (!f) return -1;
@@ -235,6 +239,13 @@ static int read_state(const SafeTensors *f, const char *path, TrainState *st, ch
 int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char *err, int err_size) {
     SafeTensors *f = st_read(path, err, err_size);
     if (!f) return -1;
+    int rc = checkpoint_load_from(f, path, m, opt, st, err, err_size);
+    st_free(f);
+    return rc;
+}
+
+int checkpoint_load_from(const SafeTensors *f, const char *path, Amdim *m, Adam *opt, TrainState *st, char *err,
+                         int err_size) {
     AmdimConfig cfg;
     int rc = read_config(f, path, &cfg, err, err_size);
     // architecture and objective must match the model built by the caller
@@ -270,6 +281,5 @@ int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char 
         }
     }
     if (rc == 0 && st) rc = read_state(f, path, st, err, err_size);
-    st_free(f);
     return rc;
 }

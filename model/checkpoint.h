@@ -33,4 +33,11 @@ int checkpoint_read_config(const char *path, AmdimConfig *cfg, char *err, int er
 // shape (every dimension), a non-finite value in any tensor, a negative step or position.
 int checkpoint_load(const char *path, Amdim *m, Adam *opt, TrainState *st, char *err, int err_size);
 
+// The same two on a file already parsed (st_parse of a buffer: the checkpoint fuzz target); path names it in errors.
+struct SafeTensors;
+int checkpoint_read_config_from(const struct SafeTensors *f, const char *path, AmdimConfig *cfg, char *err,
+                                int err_size);
+int checkpoint_load_from(const struct SafeTensors *f, const char *path, Amdim *m, Adam *opt, TrainState *st,
+                         char *err, int err_size);
+
 #endif
