@@ -21,7 +21,7 @@ if [ -n "${STEPS:-}" ]; then length=(--steps "$STEPS"); else length=(--minutes "
 rm -rf "$RUN"
 # recipe: batch 64, Adam lr 2e-3 after 100 warm-up steps, one x0.2 decay after 80% of the run
 build/demo/train --dataset fashion-mnist --preset tiny --batch 64 "${length[@]}" --lr 2e-3 --warmup 100 \
-    --decay-at 0.8 --threads "$THREADS" --run-dir "$RUN"
+    --decay-at 0.8 --threads "$THREADS" --run-dir "$RUN" --save-views "$RUN/views.png"
 build/demo/eval --checkpoint "$RUN/checkpoint.safetensors" --raw --dataset fashion-mnist --threads "$THREADS" \
-    --out "$RUN/eval.jsonl"
+    --out "$RUN/eval.jsonl" --save-retrievals "$RUN/retrievals.png"
 echo "(spec section 14's reference for raw pixels with a linear classifier: 84.3%; results also in $RUN/eval.jsonl)"
