@@ -160,7 +160,9 @@ static int save_retrievals(const char *path, const Dataset *train, const Dataset
 // Features of both splits, then the three probes on them.
 static Result evaluate(const Args *a, const Dataset *train, const Dataset *test, Amdim *m, Device dev) {
     Result r = {.dim = m ? m->cfg.D : train->c * train->input_size * train->input_size};
-    if (m) snprintf(r.features, sizeof r.features, "AMDIM %s, frozen f1", m->cfg.preset);
+    if (m && m->cfg.method == METHOD_CPC) snprintf(r.features, sizeof r.features, "CPC %s, mean patch vector", m->cfg.preset);
+    else if (m) snprintf(r.features, sizeof r.features, "%s %s, frozen f1", m->cfg.method == METHOD_DIM ? "DIM" : "AMDIM",
+                         m->cfg.preset);
     else snprintf(r.features, sizeof r.features, "raw pixels");
     double t0 = now_seconds();
     FeatureSet ftrain = extract(train, m, dev), ftest = extract(test, m, dev);

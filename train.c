@@ -25,7 +25,8 @@
 typedef struct {
     CommonArgs common;
     const char *preset, *run_dir, *dump_graph, *save_views;
-    int F, D, d, batch, workers, mixtures, log_every, warmup;
+    int F, D, d, batch, workers, mixtures, log_every, warmup, views, cpc_steps;
+    const char *method, *tasks;    // --method amdim|dim|cpc; --tasks: AMDIM's tasks, "1t5,1t7,5t5"
     long epochs, steps, seed, profile;
     double minutes, ckpt_every;
     float lr, mix_tau, mix_alpha;
@@ -78,13 +79,31 @@ static void catch_stop_signals(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
+#define MAX_TERMS 6
 typedef struct {                   // the scalars of one step
-    float total, l1t5, l1t7, l5t5, reg, cls, lr;
+    float total, lr;
+    struct { const char *key; float value; } terms[MAX_TERMS];   // the loss terms the method computes
+    int n_terms;
     long epoch;                    // epoch the batch came from
 } StepStats;
 
+// "1t5,1t7" -> TASK_1T5 | TASK_1T7, or -1
+static int parse_tasks(const char *list) {
+    char buf[64];
+    if (snprintf(buf, sizeof buf, "%s", list) >= (int)sizeof buf) return -1;
+    int mask = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (!strcmp(tok, "1t5")) mask |= TASK_1T5;
+        else if (!strcmp(tok, "1t7")) mask |= TASK_1T7;
+        else if (!strcmp(tok, "5t5")) mask |= TASK_5T5;
+        else return -1;
+    }
+    return mask ? mask : -1;
+}
+
 static Args parse_args(int argc, char **argv) {
-    Args a = {.common = COMMON_ARGS_DEFAULT, .preset = "tiny", .run_dir = "runs/default", .batch = 64, .workers = 2,
+    Args a = {.common = COMMON_ARGS_DEFAULT, .preset = "tiny", .method = "amdim", .tasks = "1t5,1t7,5t5", .views = 2,
+              .cpc_steps = 3, .run_dir = "runs/default", .batch = 64, .workers = 2,
               .mixtures = 1, .log_every = 20, .epochs = 1, .lr = 2e-4f, .mix_tau = 1.0f, .mix_alpha = 0.05f,
               .warmup = 500, .seed = 1, .ckpt_every = 300};
     Flag flags[] = {
@@ -102,6 +121,13 @@ static Args parse_args(int argc, char **argv) {
         {"--warmup", FLAG_INT, &a.warmup, 0, 1 << 30, "N", "linear learning-rate warm-up steps", 0},
         {"--decay-at", FLAG_NUMBERS, &a.decay_at, 1e-9, 1, "F,..", "multiply the lr by 0.2 after each of these "
          "fractions of the run (default: none)", 0},
+        {"--method", FLAG_STRING, &a.method, 0, 0, "NAME", "amdim; dim (local Deep InfoMax: f1 against the 7x7 map of "
+         "one view); cpc (patches predicted from the rows above)", 0},
+        {"--tasks", FLAG_STRING, &a.tasks, 0, 0, "LIST", "amdim: the tasks, any of 1t5,1t7,5t5 (ablation: 1t7 alone = "
+         "no multiscale)", 0},
+        {"--views", FLAG_INT, &a.views, 1, 2, "N", "amdim: 2 = across two views; 1 = sources and targets from one view "
+         "(ablation: no cross-view)", 0},
+        {"--cpc-steps", FLAG_INT, &a.cpc_steps, 1, CPC_MAX_STEPS, "K", "cpc: predict 1..K rows below", 0},
         {"--mixtures", FLAG_INT, &a.mixtures, 1, 64, "K", "mixture components (1 = off, the official objective)", 0},
         {"--mix-tau", FLAG_FLOAT, &a.mix_tau, 0, 1000, "X", "mixture softmax temperature", 0},
         {"--mix-alpha", FLAG_FLOAT, &a.mix_alpha, 0, 1000, "X", "weight of the mixture entropy term", 0},
@@ -123,8 +149,17 @@ static Args parse_args(int argc, char **argv) {
     int n = (int)(sizeof flags / sizeof flags[0]);
     flags_parse("train", "[options]", flags, n, argc, argv);
     a.count_given = flag_given(flags, n, "--steps") || flag_given(flags, n, "--epochs");
+    if (a.views == 1 && !flag_given(flags, n, "--tasks")) a.tasks = "1t5,1t7";   // 5->5 needs two views
     if (a.count_given && a.minutes > 0) {
         fprintf(stderr, "train: give --minutes or --steps/--epochs, not both\n");
+        exit(2);
+    }
+    if (method_from_name(a.method) < 0) {
+        fprintf(stderr, "train: unknown method '%s' (amdim, dim, cpc)\n", a.method);
+        exit(2);
+    }
+    if (parse_tasks(a.tasks) < 0) {
+        fprintf(stderr, "train: --tasks expects a list of 1t5, 1t7, 5t5, got '%s'\n", a.tasks);
         exit(2);
     }
     AmdimConfig probe;
@@ -251,6 +286,10 @@ static int run_open(Run *r, int argc, char **argv) {
     cfg.mixtures = a->mixtures;
     cfg.mix_tau = a->mix_tau;
     cfg.mix_alpha = a->mix_alpha;
+    cfg.method = method_from_name(a->method);
+    cfg.tasks = cfg.method == METHOD_DIM ? TASK_1T7 : parse_tasks(a->tasks);   // DIM: 1->7 on one view, by definition
+    cfg.views = cfg.method == METHOD_DIM ? 1 : a->views;
+    cfg.cpc_steps = a->cpc_steps;
     if (amdim_init(&r->model, &cfg, r->dev, (uint64_t)a->seed, err, sizeof err)) {
         fprintf(stderr, "train: %s\n", err);
         return 2;
@@ -324,14 +363,14 @@ static void run_close(Run *r) {
     dataset_free(&r->ds);
 }
 
-// correct top-1 predictions of logits (2B, K) for the B labels of both views; counts labelled rows in *n_labeled
-static long count_correct(const Tensor *logits, const int *labels, long *n_labeled) {
+// correct top-1 predictions of logits (V*B, K) for the B labels of each of V views; counts labelled rows
+static long count_correct(const Tensor *logits, const int *labels, int B, long *n_labeled) {
     int N = logits->shape[0], K = logits->shape[1];
     long correct = 0;
     float *h = xmalloc((size_t)N * K * sizeof(float));
     tensor_copy_to_host(logits, h);
     for (int i = 0; i < N; i++) {
-        int y = labels[i % (N / 2)];   // rows are the two views of the same B images
+        int y = labels[i % B];   // rows are the views of the same B images
         if (y < 0) continue;
         int best = 0;
         for (int k = 1; k < K; k++) if (h[i * K + k] > h[i * K + best]) best = k;
@@ -426,13 +465,18 @@ static StepStats train_step(Run *r) {
     bool last_profiled = profiled && r->session_steps == r->a.profile;
     if (r->a.dump_graph && (r->a.profile ? last_profiled : r->session_steps == 0)) dump_graph(r);
 
-    StepStats s = {.total = tensor_item(L.total), .l1t5 = tensor_item(L.l1t5), .l1t7 = tensor_item(L.l1t7),
-                   .l5t5 = tensor_item(L.l5t5), .reg = tensor_item(L.reg), .cls = tensor_item(L.cls),
-                   .lr = r->opt.lr, .epoch = batch->epoch};
+    StepStats s = {.total = tensor_item(L.total), .lr = r->opt.lr, .epoch = batch->epoch};
+    const struct { const char *key; Tensor *t; } terms[MAX_TERMS] = {
+        {"l1t5", L.l1t5}, {"l1t7", L.l1t7}, {"l5t5", L.l5t5}, {"cpc", L.cpc}, {"reg", L.reg}, {"cls", L.cls}};
+    for (int i = 0; i < MAX_TERMS; i++)
+        if (terms[i].t) {
+            s.terms[s.n_terms].key = terms[i].key;
+            s.terms[s.n_terms++].value = tensor_item(terms[i].t);
+        }
     long n_lab = 0;
-    r->epoch_correct_lin += count_correct(L.lin_logits, batch->labels, &n_lab);
-    r->epoch_correct_mlp += count_correct(L.mlp_logits, batch->labels, &n_lab);
-    r->epoch_labeled += n_lab / 2;
+    r->epoch_correct_lin += count_correct(L.lin_logits, batch->labels, B, &n_lab);
+    r->epoch_correct_mlp += count_correct(L.mlp_logits, batch->labels, B, &n_lab);
+    r->epoch_labeled += n_lab / 2;   // counted once per classifier
     tape_clear();
     autograd_set_profiling(false);
     if (profiled) {
@@ -461,21 +505,20 @@ static int log_step(Run *r, const StepStats *s) {
         snprintf(total, sizeof total, "%ld", r->st.total_steps);
         snprintf(eta, sizeof eta, " ETA %.0fs", (r->st.total_steps - r->st.step) * dt / r->window_steps);
     }
-    printf("%sstep %ld/%s ep %ld loss %.4f (1t5 %.3f 1t7 %.3f 5t5 %.3f reg %.3f cls %.3f) lr %.2e %.1f img/s "
-           "data-wait %.0f%%%s   %s", isatty(STDOUT_FILENO) ? "\r" : "", r->st.step, total, s->epoch, s->total,
-           s->l1t5, s->l1t7, s->l5t5, s->reg, s->cls, s->lr, img_s, 100 * r->window_wait / dt, eta,
-           isatty(STDOUT_FILENO) ? "" : "\n");
+    char terms[160] = "";
+    for (int i = 0, n = 0; i < s->n_terms; i++)   // "1t5 2.341 1t7 6.512 ..." (keys without the log's "l")
+        n += snprintf(terms + n, sizeof terms - (size_t)n, "%s%s %.3f", i ? " " : "",
+                      s->terms[i].key[0] == 'l' ? s->terms[i].key + 1 : s->terms[i].key, s->terms[i].value);
+    printf("%sstep %ld/%s ep %ld loss %.4f (%s) lr %.2e %.1f img/s data-wait %.0f%%%s   %s",
+           isatty(STDOUT_FILENO) ? "\r" : "", r->st.step, total, s->epoch, s->total, terms, s->lr, img_s,
+           100 * r->window_wait / dt, eta, isatty(STDOUT_FILENO) ? "" : "\n");
     fflush(stdout);
     JsonLine j;
     jsonl_begin(&j, r->log);
     jsonl_int(&j, "step", r->st.step);
     jsonl_int(&j, "epoch", s->epoch);
     jsonl_num(&j, "loss", s->total);
-    jsonl_num(&j, "l1t5", s->l1t5);
-    jsonl_num(&j, "l1t7", s->l1t7);
-    jsonl_num(&j, "l5t5", s->l5t5);
-    jsonl_num(&j, "reg", s->reg);
-    jsonl_num(&j, "cls", s->cls);
+    for (int i = 0; i < s->n_terms; i++) jsonl_num(&j, s->terms[i].key, s->terms[i].value);
     jsonl_num(&j, "lr", s->lr);
     jsonl_num(&j, "img_s", img_s);
     jsonl_num(&j, "step_s", dt / r->window_steps);
@@ -594,9 +637,12 @@ int main(int argc, char **argv) {
         if (!isfinite(s.total)) {
             char kept[4200];
             kept_text(&r, kept, sizeof kept);
-            fprintf(stderr, "%strain: the loss is %g at step %ld (1t5 %g, 1t7 %g, 5t5 %g, reg %g, cls %g); stopping, "
-                    "%s\n", isatty(STDOUT_FILENO) ? "\n" : "", s.total, r.st.step, s.l1t5, s.l1t7, s.l5t5, s.reg,
-                    s.cls, kept);
+            char terms[160] = "";
+            for (int i = 0, n = 0; i < s.n_terms; i++)
+                n += snprintf(terms + n, sizeof terms - (size_t)n, "%s%s %g", i ? ", " : "", s.terms[i].key,
+                              s.terms[i].value);
+            fprintf(stderr, "%strain: the loss is %g at step %ld (%s); stopping, %s\n",
+                    isatty(STDOUT_FILENO) ? "\n" : "", s.total, r.st.step, terms, kept);
             rc = 3;
             break;
         }

@@ -1,4 +1,4 @@
-// shape.cu - CUDA twins of ops/shape.c: batched transpose and the per-row location gather.
+// shape.cu - CUDA twins of ops/shape.c: batched transpose, the per-row location gather, and patch extraction.
 // (reshape, detach, concat, repeat and dropout are built from copies and elementwise kernels in ops/shape.c.)
 #include "../ops/shape.h"
 #include "common.cuh"
@@ -83,5 +83,49 @@ static __global__ void gather_location_backward_kernel(float *dx, const float *d
 void gather_location_backward_cuda(float *dx, const float *dout, const int *idx, int B, int D, int S) {
     if (!dx || (long)B * D <= 0) return;
     gather_location_backward_kernel<<<blocks_for((long)B * D), THREADS>>>(dx, dout, idx, B, D, S);
+    LAUNCH_CHECK();
+}
+
+// out: (B*G*G, C, P, P); x: (B, C, H, H); one thread per output element
+static __global__ void extract_patches_forward_kernel(float *out, const float *x, int B, int C, int H, int P,
+                                                      int stride, int G) {
+    GRID_STRIDE(t, (long)B * G * G * C * P * P) {
+        int px = (int)(t % P), py = (int)(t / P % P), c = (int)(t / ((long)P * P) % C);
+        long q = t / ((long)P * P * C);
+        int gj = (int)(q % G), gi = (int)(q / G % G);
+        long b = q / ((long)G * G);
+        out[t] = x[((b * C + c) * H + gi * stride + py) * H + gj * stride + px];
+    }
+}
+
+void extract_patches_forward_cuda(float *out, const float *x, int B, int C, int H, int P, int stride) {
+    int G = (H - P) / stride + 1;
+    long n = (long)B * G * G * C * P * P;
+    if (n <= 0) return;
+    extract_patches_forward_kernel<<<blocks_for(n), THREADS>>>(out, x, B, C, H, P, stride, G);
+    LAUNCH_CHECK();
+}
+
+// dx (B, C, H, H) += the gradients of every patch covering each pixel; one thread per pixel, a fixed order of sums
+static __global__ void extract_patches_backward_kernel(float *dx, const float *dout, int B, int C, int H, int P,
+                                                       int stride, int G) {
+    GRID_STRIDE(t, (long)B * C * H * H) {
+        int x = (int)(t % H), y = (int)(t / H % H);
+        long bc = t / ((long)H * H), b = bc / C, c = bc % C;
+        int gi_lo = y - P + 1 > 0 ? (y - P + 1 + stride - 1) / stride : 0, gi_hi = min(y / stride, G - 1);
+        int gj_lo = x - P + 1 > 0 ? (x - P + 1 + stride - 1) / stride : 0, gj_hi = min(x / stride, G - 1);
+        float sum = 0;
+        for (int gi = gi_lo; gi <= gi_hi; gi++)
+            for (int gj = gj_lo; gj <= gj_hi; gj++)
+                sum += dout[((((b * G + gi) * G + gj) * C + c) * P + (y - gi * stride)) * P + (x - gj * stride)];
+        dx[t] += sum;
+    }
+}
+
+void extract_patches_backward_cuda(float *dx, const float *dout, int B, int C, int H, int P, int stride) {
+    int G = (H - P) / stride + 1;
+    long n = (long)B * C * H * H;
+    if (!dx || n <= 0) return;
+    extract_patches_backward_kernel<<<blocks_for(n), THREADS>>>(dx, dout, B, C, H, P, stride, G);
     LAUNCH_CHECK();
 }

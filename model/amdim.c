@@ -33,10 +33,23 @@ int amdim_config_preset(AmdimConfig *cfg, const char *preset) {
         cfg->mix_tau = 1.0f;
         cfg->mix_alpha = 0.05f;
         cfg->cls_dropout = 0.2f;
+        cfg->method = METHOD_AMDIM;
+        cfg->tasks = TASKS_ALL;
+        cfg->views = 2;
+        cfg->cpc_steps = 3;
         return 0;
     }
     return -1;
 }
+
+static const char *METHOD_NAMES[] = {"amdim", "dim", "cpc"};
+
+int method_from_name(const char *name) {
+    for (int i = 0; i < 3; i++) if (!strcmp(name, METHOD_NAMES[i])) return i;
+    return -1;
+}
+
+const char *method_name(int method) { return method >= 0 && method < 3 ? METHOD_NAMES[method] : NULL; }
 
 // ---------------------------------------------------------------- encoder tables (spec section 2)
 
@@ -52,6 +65,10 @@ static const LayerSpec STL_LAYERS[] = {     // 64x64 input
     {BLOCK_STEM, 3, 1, 0, 1, false}, {BLOCK_RU, 4, 2, 0, 2, true}, {BLOCK_RU, 4, 2, 0, 4, true},
     {BLOCK_RU, 2, 2, 0, 8, true},    {BLOCK_RU, 3, 1, 0, 8, true}, {BLOCK_RU, 3, 1, 0, 8, true},
     {BLOCK_RU, 3, 1, 0, 0, false},   {BLOCK_BN, 0, 0, 0, 0, false},
+};
+static const LayerSpec PATCH8_LAYERS[] = {   // CPC: one 8x8 patch -> a D-vector (8 -> 6 -> 6 -> 4 -> 2 -> 1)
+    {BLOCK_STEM, 3, 1, 0, 1, false}, {BLOCK_RU, 1, 1, 0, 1, false}, {BLOCK_RU, 3, 1, 0, 2, true},
+    {BLOCK_RU, 3, 1, 0, 4, true},    {BLOCK_RU, 2, 1, 0, 0, false}, {BLOCK_BN, 0, 0, 0, 0, false},
 };
 static const LayerSpec IMAGENET_LAYERS[] = {  // 128x128 input; the first stem reflect-pads by 2
     {BLOCK_STEM, 5, 2, 2, 1, false}, {BLOCK_STEM, 3, 1, 0, 1, false}, {BLOCK_RU, 4, 2, 0, 2, true},
@@ -95,20 +112,21 @@ static Block *add_block(Amdim *m) {
     return b;
 }
 
-// Declares the encoder of the table picked by the input size; tracks spatial sizes to find the f5 / f7 taps
-// ("the last layer whose output is s x s", as the official code does).
+// Declares the encoder of the table picked by the input size (CPC: the patch table); tracks spatial sizes to find
+// the f5 / f7 taps ("the last layer whose output is s x s", as the official code does).
 static int declare_encoder(Amdim *m, char *err, int err_size) {
     const AmdimConfig *c = &m->cfg;
     const LayerSpec *table;
-    int n_layers;
-    if (c->input_size == 32) { table = CIFAR_LAYERS; n_layers = sizeof CIFAR_LAYERS / sizeof *table; }
+    int n_layers, size = c->input_size;
+    if (c->method == METHOD_CPC) { table = PATCH8_LAYERS; n_layers = sizeof PATCH8_LAYERS / sizeof *table; size = CPC_PATCH; }
+    else if (c->input_size == 32) { table = CIFAR_LAYERS; n_layers = sizeof CIFAR_LAYERS / sizeof *table; }
     else if (c->input_size == 64) { table = STL_LAYERS; n_layers = sizeof STL_LAYERS / sizeof *table; }
     else if (c->input_size == 128) { table = IMAGENET_LAYERS; n_layers = sizeof IMAGENET_LAYERS / sizeof *table; }
     else {
         snprintf(err, (size_t)err_size, "input size %d has no encoder (use 32, 64 or 128)", c->input_size);
         return -1;
     }
-    int channels = c->in_channels, size = c->input_size;
+    int channels = c->in_channels;
     m->tap5 = m->tap7 = -1;
     for (int layer = 0; layer < n_layers; layer++) {
         const LayerSpec *ls = &table[layer];
@@ -147,8 +165,9 @@ static int declare_encoder(Amdim *m, char *err, int err_size) {
             if (size == 5) m->tap5 = m->n_blocks - 1;
         }
     }
-    CHECK(m->tap5 >= 0 && m->tap7 >= 0 && size == 1, "encoder table without 7x7, 5x5 and 1x1 outputs");
-    m->tap_channels = m->blocks[m->tap7].cout;
+    CHECK(size == 1 && (c->method == METHOD_CPC || (m->tap5 >= 0 && m->tap7 >= 0)),
+          "encoder table without 7x7, 5x5 and 1x1 outputs");
+    m->tap_channels = c->method == METHOD_CPC ? c->in_channels : m->blocks[m->tap7].cout;
     return 0;
 }
 
@@ -191,8 +210,16 @@ static int declare_model(Amdim *m, char *err, int err_size) {
         snprintf(err, (size_t)err_size, "D=%d must be at least the tap width %d", c->D, m->tap_channels);
         return -1;
     }
-    declare_head(m, &m->head5, "head5");
-    declare_head(m, &m->head7, "head7");
+    if (c->method == METHOD_CPC) {   // the context network and the predictions instead of phi heads
+        for (int l = 0; l < 2; l++) {
+            m->ctx_w[l] = declare(m, false, SHAPE(c->D, c->D, 3, 3), "cpc.context.%d.weight", l);
+            m->ctx_b[l] = declare(m, false, SHAPE(c->D), "cpc.context.%d.bias", l);
+        }
+        for (int k = 0; k < c->cpc_steps; k++) m->cpc_pred[k] = declare(m, false, SHAPE(c->D, c->D), "cpc.predict.%d.weight", k + 1);
+    } else {
+        declare_head(m, &m->head5, "head5");
+        declare_head(m, &m->head7, "head7");
+    }
     if (c->mixtures > 1) {
         m->mix_w1 = declare(m, false, SHAPE(c->mix_hidden, c->D), "mix.fc1.weight");
         m->mix_b1 = declare(m, false, SHAPE(c->mix_hidden), "mix.fc1.bias");
@@ -223,6 +250,24 @@ static int check_ranges(const AmdimConfig *c, char *err, int err_size) {
         }
     if (c->input_size != 32 && c->input_size != 64 && c->input_size != 128) {
         snprintf(err, (size_t)err_size, "input size %d has no encoder (use 32, 64 or 128)", c->input_size);
+        return -1;
+    }
+    if (!method_name(c->method) || c->tasks < 1 || c->tasks > TASKS_ALL || (c->views != 1 && c->views != 2) ||
+        c->cpc_steps < 1 || c->cpc_steps > CPC_MAX_STEPS) {
+        snprintf(err, (size_t)err_size, "method %d, tasks %d, views %d or cpc_steps %d out of range", c->method,
+                 c->tasks, c->views, c->cpc_steps);
+        return -1;
+    }
+    if (c->method == METHOD_CPC && (c->input_size != 32 || c->mixtures > 1)) {
+        snprintf(err, (size_t)err_size, "cpc takes 32x32 inputs (a 7x7 grid of 8x8 patches) and no mixtures");
+        return -1;
+    }
+    if (c->method == METHOD_DIM && (c->tasks != TASK_1T7 || c->views != 1)) {
+        snprintf(err, (size_t)err_size, "dim is the 1->7 task on one view (tasks %d, views %d given)", c->tasks, c->views);
+        return -1;
+    }
+    if (c->views == 1 && (c->tasks & TASK_5T5)) {
+        snprintf(err, (size_t)err_size, "the 5->5 task needs two views (on one view each source is its own target)");
         return -1;
     }
     const struct { const char *name; float value, lo, hi; } floats[] = {
@@ -260,6 +305,21 @@ int amdim_config_check(const AmdimConfig *cfg, char *err, int err_size) {
     return rc;
 }
 
+// CPC: PyTorch's default conv / linear init; the context convs' mask keeps the kernel rows above the centre and the
+// centre row (the 3x3 kernel's bottom row is zero), so the context at grid row i sees rows <= i only.
+static void init_cpc(Amdim *m, Rng *rng) {
+    int D = m->cfg.D;
+    for (int l = 0; l < 2; l++) {
+        init_uniform_fan_in(m->ctx_w[l], rng, fan_in_of(m->ctx_w[l]));
+        init_uniform_fan_in(m->ctx_b[l], rng, fan_in_of(m->ctx_w[l]));
+    }
+    for (int k = 0; k < m->cfg.cpc_steps; k++) init_uniform_fan_in(m->cpc_pred[k], rng, D);
+    Tensor *mask = tensor_new(DEV_CPU, SHAPE(D, D, 3, 3));
+    for (long i = 0; i < mask->numel; i++) mask->data[i] = i % 9 < 6 ? 1.0f : 0.0f;   // kernel rows 0, 1 kept
+    m->ctx_mask = tensor_to(mask, m->ps.data->device);
+    tensor_free(mask);
+}
+
 int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char *err, int err_size) {
     memset(m, 0, sizeof *m);
     paramset_init(&m->ps);
@@ -284,8 +344,10 @@ int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char
             init_bn(b->gamma, b->beta, b->running_mean, b->running_var);
         }
     }
-    init_head(&m->head5, &rng);
-    init_head(&m->head7, &rng);
+    if (c->method != METHOD_CPC) {
+        init_head(&m->head5, &rng);
+        init_head(&m->head7, &rng);
+    }
     if (c->mixtures > 1) {
         init_uniform_fan_in(m->mix_w1, &rng, c->D);
         init_uniform_fan_in(m->mix_b1, &rng, c->D);
@@ -298,10 +360,15 @@ int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char
     init_uniform_fan_in(m->mlp_b2, &rng, AMDIM_CLS_HIDDEN);
     init_uniform_fan_in(m->lin_w, &rng, c->D);
     init_uniform_fan_in(m->lin_b, &rng, c->D);
+    if (c->method == METHOD_CPC) init_cpc(m, &rng);
     return 0;
 }
 
-void amdim_free(Amdim *m) { paramset_free(&m->ps); }
+void amdim_free(Amdim *m) {
+    paramset_free(&m->ps);
+    tensor_free(m->ctx_mask);
+    m->ctx_mask = NULL;
+}
 
 void amdim_adam_init(Adam *opt, const Amdim *m, float lr) {
     adam_init(opt, &m->ps, lr, AMDIM_ADAM_BETA1, AMDIM_ADAM_BETA2, AMDIM_ADAM_EPS, AMDIM_WEIGHT_DECAY);
@@ -334,19 +401,43 @@ static Tensor *run_head(const Head *h, Tensor *x, bool training) {
     return op_batchnorm(gs, h->gamma, h->beta, h->running_mean, h->running_var, training);
 }
 
+// the encoder table's blocks on x; the f5 / f7 sources come back through src5, src7 when the table has them
+static Tensor *run_encoder(Amdim *m, Tensor *x, bool training, Tensor **src5, Tensor **src7) {
+    Tensor *h = x;
+    for (int i = 0; i < m->n_blocks; i++) {
+        autograd_scope(m->blocks[i].name);
+        h = run_block(&m->blocks[i], h, training);
+        if (i == m->tap5) *src5 = h;
+        if (i == m->tap7) *src7 = h;
+    }
+    return h;
+}
+
+Tensor *cpc_patch_vectors(Amdim *m, Tensor *x, bool training) {
+    autograd_scope("cpc.patches");
+    Tensor *patches = op_extract_patches(x, CPC_PATCH, CPC_STRIDE);   // (B*49, C, 8, 8)
+    Tensor *src5 = NULL, *src7 = NULL;
+    Tensor *z = run_encoder(m, patches, training, &src5, &src7);      // (B*49, D, 1, 1)
+    autograd_scope(NULL);
+    return op_reshape(z, SHAPE(patches->shape[0], m->cfg.D));
+}
+
 Features amdim_encode(Amdim *m, Tensor *x, bool training, bool with_heads) {
     const AmdimConfig *c = &m->cfg;
     CHECK(x->ndim == 4 && x->shape[1] == c->in_channels && x->shape[2] == c->input_size && x->shape[3] == c->input_size,
           "encoder input must be (B, %d, %d, %d)", c->in_channels, c->input_size, c->input_size);
     Features f = {0};
-    Tensor *h = x, *src5 = NULL, *src7 = NULL;
-    for (int i = 0; i < m->n_blocks; i++) {
-        autograd_scope(m->blocks[i].name);
-        h = run_block(&m->blocks[i], h, training);
-        if (i == m->tap5) src5 = h;
-        if (i == m->tap7) src7 = h;
+    int B = x->shape[0];
+    if (c->method == METHOD_CPC) {   // f1: the mean of the image's patch vectors
+        Tensor *z = cpc_patch_vectors(m, x, training);
+        autograd_scope("cpc.mean");
+        f.f1 = op_scale(op_sum(op_reshape(z, SHAPE(B, CPC_GRID * CPC_GRID, c->D)), 1), 1.0f / (CPC_GRID * CPC_GRID));
+        autograd_scope(NULL);
+        return f;
     }
-    f.f1 = op_reshape(h, SHAPE(x->shape[0], c->D));
+    Tensor *h = x, *src5 = NULL, *src7 = NULL;
+    h = run_encoder(m, h, training, &src5, &src7);
+    f.f1 = op_reshape(h, SHAPE(B, c->D));
     if (with_heads) {
         autograd_scope("head5");
         f.m5 = run_head(&m->head5, src5, training);
@@ -357,98 +448,3 @@ Features amdim_encode(Amdim *m, Tensor *x, bool training, bool with_heads) {
     return f;
 }
 
-// ---------------------------------------------------------------- objectives (spec section 4 and 14)
-
-Tensor *amdim_nce(Tensor *S, Tensor *T, int P, float tclip, Tensor **reg) {
-    int B = T->shape[0], D = T->shape[1], L = T->shape[2] * T->shape[3];
-    CHECK(S->ndim == 2 && S->shape[0] == B * P && S->shape[1] == D, "NCE sources must be (%d, %d)", B * P, D);
-    // targets as rows: (B, D, L) -> (B, L, D) -> (B*L, D)
-    Tensor *targets = op_reshape(op_transpose(op_reshape(T, SHAPE(B, D, L))), SHAPE(B * L, D));
-    Tensor *R = op_scale(op_matmul(S, targets, false, true), 1.0f / sqrtf((float)D));   // (B*P, B*L)
-    *reg = op_scale(op_mean(op_square(R), -1), 0.05f);                                   // on the unclipped scores
-    Tensor *Q = op_scale(op_tanh(op_scale(R, 1.0f / tclip)), tclip);                     // soft clip to (-c, c)
-    return op_nce_log_softmax(Q, B, P, L);                                               // (B, P, L)
-}
-
-// k mixture components per source: fc2(relu(fc1(a))) + a, as (B*k, D) rows
-static Tensor *mixture_sources(Amdim *m, Tensor *a) {
-    int B = a->shape[0], D = m->cfg.D, k = m->cfg.mixtures;
-    Tensor *h = op_relu(op_linear(a, m->mix_w1, m->mix_b1));
-    Tensor *y = op_reshape(op_linear(h, m->mix_w2, m->mix_b2), SHAPE(B, k, D));
-    return op_reshape(op_add(y, op_repeat(a, k)), SHAPE(B * k, D));
-}
-
-// -mean_{i,l} [ sum_j q[j|i,l] s[j,i,l] + alpha H(q[.|i,l]) ], q = softmax_j(tau s): constant in the first term,
-// differentiated in the entropy term. lsm: (B, k, L)
-static Tensor *mixture_objective(Tensor *lsm, float tau, float alpha) {
-    Tensor *scaled = op_scale(lsm, tau);
-    Tensor *q = op_softmax(scaled, 1);
-    Tensor *expected = op_sum(op_mul(op_detach(q), lsm), 1);                   // (B, L)
-    Tensor *entropy = op_scale(op_sum(op_mul(q, op_log_softmax(scaled, 1)), 1), -1.0f);  // (B, L)
-    return op_scale(op_mean(op_add(expected, op_scale(entropy, alpha)), -1), -1.0f);
-}
-
-// global source a (B, D) against the target map T of the other view: plain NCE or the mixture objective
-static Tensor *global_task(Amdim *m, Tensor *a, Tensor *T, Tensor **reg) {
-    const AmdimConfig *c = &m->cfg;
-    if (c->mixtures > 1)
-        return mixture_objective(amdim_nce(mixture_sources(m, a), T, c->mixtures, c->tclip, reg), c->mix_tau,
-                                 c->mix_alpha);
-    return op_scale(op_mean(amdim_nce(a, T, 1, c->tclip, reg), -1), -1.0f);
-}
-
-static Tensor *local_task(Amdim *m, Tensor *m5_src, const int *idx, Tensor *T, Tensor **reg) {
-    Tensor *s5 = op_gather_location(m5_src, idx);   // (B, D)
-    return op_scale(op_mean(amdim_nce(s5, T, 1, m->cfg.tclip, reg), -1), -1.0f);
-}
-
-static Tensor *half_sum(Tensor *a, Tensor *b) { return op_scale(op_add(a, b), 0.5f); }
-
-Tensor *amdim_linear_logits(Amdim *m, Tensor *f) { return op_linear(f, m->lin_w, m->lin_b); }
-
-Tensor *amdim_mlp_logits(Amdim *m, Tensor *f, bool training, Rng *rng) {
-    float p = m->cfg.cls_dropout;
-    Tensor *h = op_linear(op_dropout(f, p, training, rng), m->mlp_w1, NULL);
-    h = op_relu(op_batchnorm(h, m->mlp_gamma, m->mlp_beta, m->mlp_rm, m->mlp_rv, training));
-    return op_linear(op_dropout(h, p, training, rng), m->mlp_w2, m->mlp_b2);
-}
-
-Tensor *amdim_classifier_loss(Tensor *logits, const int *labels) {
-    Tensor *clipped = op_scale(op_tanh(op_scale(logits, 0.1f)), 10.0f);
-    Tensor *penalty = op_scale(op_mean(op_square(logits), -1), 0.001f);
-    return op_add(op_cross_entropy(clipped, labels), penalty);
-}
-
-AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const int *idx1, const int *idx2, Rng *rng) {
-    AmdimLoss out = {0};
-    Features v1 = amdim_encode(m, x1, true, true);
-    Features v2 = amdim_encode(m, x2, true, true);
-    Tensor *r[6];
-    autograd_scope("nce.1t5");
-    out.l1t5 = half_sum(global_task(m, v1.f1, v2.m5, &r[0]), global_task(m, v2.f1, v1.m5, &r[1]));
-    autograd_scope("nce.1t7");
-    out.l1t7 = half_sum(global_task(m, v1.f1, v2.m7, &r[2]), global_task(m, v2.f1, v1.m7, &r[3]));
-    autograd_scope("nce.5t5");
-    out.l5t5 = half_sum(local_task(m, v1.m5, idx1, v2.m5, &r[4]), local_task(m, v2.m5, idx2, v1.m5, &r[5]));
-    autograd_scope("loss");
-    Tensor *reg = r[0];
-    for (int i = 1; i < 6; i++) reg = op_add(reg, r[i]);
-    out.reg = op_scale(reg, 0.5f);
-
-    // online classifiers on the detached f1 of both views (2B rows, labels repeated)
-    int B = x1->shape[0];
-    int labels2[2 * B];
-    for (int i = 0; i < B; i++) labels2[i] = labels2[B + i] = labels[i];
-    Tensor *f = op_concat0(op_detach(v1.f1), op_detach(v2.f1));
-    autograd_scope("cls_lin");
-    out.lin_logits = amdim_linear_logits(m, f);
-    Tensor *cls_lin = amdim_classifier_loss(out.lin_logits, labels2);
-    autograd_scope("cls_mlp");
-    out.mlp_logits = amdim_mlp_logits(m, f, true, rng);
-    Tensor *cls_mlp = amdim_classifier_loss(out.mlp_logits, labels2);
-    autograd_scope("loss");
-    out.cls = op_add(cls_lin, cls_mlp);
-    out.total = op_add(op_add(op_add(out.l1t5, out.l1t7), op_add(out.l5t5, out.reg)), out.cls);
-    autograd_scope(NULL);
-    return out;
-}

@@ -13,14 +13,19 @@
 #include "../io/safetensors.h"
 
 // every config field as (name, pointer); ints and floats are stored as decimal strings
-typedef struct { const char *key; int *i; float *f; } ConfigField;
+// optional: absent in checkpoints written before the field existed, read as its default
+typedef struct { const char *key; int *i; float *f; bool optional; int default_value; } ConfigField;
 
 static int config_fields(AmdimConfig *c, ConfigField *fields) {
     ConfigField list[] = {
-        {"in_channels", &c->in_channels, NULL}, {"input_size", &c->input_size, NULL}, {"F", &c->F, NULL},
-        {"D", &c->D, NULL}, {"d", &c->d, NULL}, {"n_classes", &c->n_classes, NULL},
-        {"mixtures", &c->mixtures, NULL}, {"mix_hidden", &c->mix_hidden, NULL}, {"tclip", NULL, &c->tclip},
-        {"mix_tau", NULL, &c->mix_tau}, {"mix_alpha", NULL, &c->mix_alpha}, {"cls_dropout", NULL, &c->cls_dropout},
+        {"in_channels", &c->in_channels, NULL, false, 0}, {"input_size", &c->input_size, NULL, false, 0},
+        {"F", &c->F, NULL, false, 0}, {"D", &c->D, NULL, false, 0}, {"d", &c->d, NULL, false, 0},
+        {"n_classes", &c->n_classes, NULL, false, 0}, {"mixtures", &c->mixtures, NULL, false, 0},
+        {"mix_hidden", &c->mix_hidden, NULL, false, 0}, {"tclip", NULL, &c->tclip, false, 0},
+        {"mix_tau", NULL, &c->mix_tau, false, 0}, {"mix_alpha", NULL, &c->mix_alpha, false, 0},
+        {"cls_dropout", NULL, &c->cls_dropout, false, 0},
+        {"method", &c->method, NULL, true, METHOD_AMDIM}, {"tasks", &c->tasks, NULL, true, TASKS_ALL},
+        {"views", &c->views, NULL, true, 2}, {"cpc_steps", &c->cpc_steps, NULL, true, 3},
     };
     int n = (int)(sizeof list / sizeof list[0]);
     memcpy(fields, list, sizeof list);
@@ -42,7 +47,7 @@ int checkpoint_save(const char *path, const Amdim *m, const Adam *opt, const Tra
     st_writer_meta(w, "version", value);
     st_writer_meta(w, "preset", m->cfg.preset);
     AmdimConfig cfg = m->cfg;
-    ConfigField fields[16];
+    ConfigField fields[24];
     int n_fields = config_fields(&cfg, fields);
     for (int i = 0; i < n_fields; i++) {
         if (fields[i].i) snprintf(value, sizeof value, "%d", *fields[i].i);
@@ -128,10 +133,11 @@ static int read_config(const SafeTensors *f, const char *path, AmdimConfig *cfg,
     memset(cfg, 0, sizeof *cfg);
     const char *preset = st_meta(f, "preset");
     snprintf(cfg->preset, sizeof cfg->preset, "%s", preset ? preset : "custom");
-    ConfigField fields[16];
+    ConfigField fields[24];
     int n_fields = config_fields(cfg, fields);
     for (int i = 0; i < n_fields; i++) {
         const char *v = st_meta(f, fields[i].key);
+        if (!v && fields[i].optional) { *fields[i].i = fields[i].default_value; continue; }
         char *end = NULL;
         long x = 0;   // an int field out of int's range reads as INT_MIN, which the config check refuses
         if (v && fields[i].i) *fields[i].i = (x = strtol(v, &end, 10)) < INT_MIN || x > INT_MAX ? INT_MIN : (int)x;
@@ -250,7 +256,7 @@ int checkpoint_load_from(const SafeTensors *f, const char *path, Amdim *m, Adam 
     int rc = read_config(f, path, &cfg, err, err_size);
     // architecture and objective must match the model built by the caller
     AmdimConfig mine = m->cfg;
-    ConfigField a[16], b[16];
+    ConfigField a[24], b[24];
     int n_fields = config_fields(&cfg, a);
     config_fields(&mine, b);
     for (int i = 0; rc == 0 && i < n_fields; i++) {

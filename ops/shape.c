@@ -1,8 +1,10 @@
-// shape.c - reshape, detach, transpose, concat, repeat, gather and dropout: CPU kernels, then the autograd ops.
-// Letters: A batches of (M, N) matrices for transpose; B rows, D channels, S = H*W locations for the gather.
+// shape.c - reshape, detach, transpose, concat, repeat, gather, patches and dropout: CPU kernels, then the autograd
+// ops. Letters: A batches of (M, N) matrices for transpose; B rows, D channels, S = H*W locations for the gather;
+// P patch size and G x G patches per image for the patch grid.
 #include "shape.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "../tensor/device.h"
 #include "elementwise.h"
@@ -153,6 +155,66 @@ Tensor *op_gather_location(Tensor *x, const int *idx) {
     Node *n = tape_record("gather_location", gather_location_backward_node, out, 1, &x, &args, sizeof args);
     if (n) node_keep_aux(n, dev, idx_dev, bytes);   // the indices stay with the node for backward
     else dev_free(dev, idx_dev, bytes);
+    return out;
+}
+
+// ---- patches: the G x G grid of overlapping P x P windows of each image ----
+
+// out: (B*G*G, C, P, P); x: (B, C, H, H)
+void extract_patches_forward_cpu(float *out, const float *x, int B, int C, int H, int P, int stride) {
+    int G = (H - P) / stride + 1;
+    long patches = (long)B * G * G;
+    #pragma omp parallel for if (patches * C * P * P > PARALLEL_MIN_WORK)
+    for (long q = 0; q < patches; q++) {
+        long b = q / ((long)G * G);
+        int gi = (int)(q / G % G), gj = (int)(q % G);
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < P; y++)
+                memcpy(out + ((q * C + c) * P + y) * P, x + ((b * C + c) * H + gi * stride + y) * H + gj * stride,
+                       (size_t)P * sizeof(float));
+    }
+}
+
+// dx[b, c, y, x] += sum over the patches (gi, gj) covering (y, x) of dout at (y - gi*stride, x - gj*stride)
+void extract_patches_backward_cpu(float *dx, const float *dout, int B, int C, int H, int P, int stride) {
+    int G = (H - P) / stride + 1;
+    long planes = (long)B * C;
+    #pragma omp parallel for if (planes * H * H > PARALLEL_MIN_WORK)
+    for (long bc = 0; bc < planes; bc++) {
+        long b = bc / C, c = bc % C;
+        for (int y = 0; y < H; y++) {
+            int gi_lo = y - P + 1 > 0 ? (y - P + 1 + stride - 1) / stride : 0, gi_hi = y / stride < G - 1 ? y / stride : G - 1;
+            for (int x = 0; x < H; x++) {
+                int gj_lo = x - P + 1 > 0 ? (x - P + 1 + stride - 1) / stride : 0;
+                int gj_hi = x / stride < G - 1 ? x / stride : G - 1;
+                float sum = 0;
+                for (int gi = gi_lo; gi <= gi_hi; gi++)
+                    for (int gj = gj_lo; gj <= gj_hi; gj++)
+                        sum += dout[((((b * G + gi) * G + gj) * C + c) * P + (y - gi * stride)) * P + (x - gj * stride)];
+                dx[(bc * H + y) * H + x] += sum;
+            }
+        }
+    }
+}
+
+typedef struct { int B, C, H, P, stride; } PatchArgs;
+
+static void extract_patches_backward_node(Node *n) {
+    const PatchArgs *a = n->args;
+    KERNEL(n->out->device, extract_patches_backward)(input_grad(n, 0), n->out->grad, a->B, a->C, a->H, a->P,
+                                                     a->stride);
+}
+
+Tensor *op_extract_patches(Tensor *x, int P, int stride) {
+    CHECK(x->ndim == 4 && x->shape[2] == x->shape[3], "extract_patches takes square (B, C, H, H) images");
+    int B = x->shape[0], C = x->shape[1], H = x->shape[2];
+    CHECK(P >= 1 && P <= H && stride >= 1, "extract_patches: %dx%d patches at stride %d of %dx%d images", P, P,
+          stride, H, H);
+    int G = (H - P) / stride + 1;
+    Tensor *out = tape_tensor(x->device, SHAPE(B * G * G, C, P, P));
+    KERNEL(x->device, extract_patches_forward)(out->data, x->data, B, C, H, P, stride);
+    PatchArgs args = {.B = B, .C = C, .H = H, .P = P, .stride = stride};
+    tape_record("extract_patches", extract_patches_backward_node, out, 1, &x, &args, sizeof args);
     return out;
 }
 

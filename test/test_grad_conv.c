@@ -521,6 +521,56 @@ static int spatial_forward_by_hand(void) {
     return f;
 }
 
+// ---- CPC's pieces: the patch grid, and a conv whose weight is masked ----
+typedef struct { int P, stride; } PatchCtx;
+static Tensor *build_patches(Tensor **in, void *ctx) {
+    PatchCtx *c = ctx;
+    return op_extract_patches(in[0], c->P, c->stride);
+}
+// conv(x, w * mask, b, pad 1): the mask is a constant, so d/dw is zero exactly where the mask is
+static Tensor *build_masked_conv(Tensor **in, void *ctx) { return op_conv2d(in[0], op_mul(in[1], in[3]), in[2], 1, 1); }
+
+static int grad_cpc_pieces(void) {
+    Rng rng;
+    rng_seed(&rng, 29);
+    int fails = 0;
+    char name[64];
+    const PatchCtx cases[] = {{8, 4}, {3, 1}, {2, 2}, {4, 3}};   // overlapping, dense, tiling, uneven coverage
+    for (int i = 0; i < 4; i++) {
+        Tensor *x = test_tensor(&rng, true, -1, 1, SHAPE(2, 2, cases[i].P == 8 ? 12 : 7, cases[i].P == 8 ? 12 : 7));
+        snprintf(name, sizeof name, "extract_patches %dx%d stride %d of %dx%d", cases[i].P, cases[i].P,
+                 cases[i].stride, x->shape[2], x->shape[3]);
+        fails += gradcheck(name, build_patches, (void *)&cases[i], &x, 1, TOL);
+        tensor_free(x);
+    }
+    Tensor *in[4] = {test_tensor(&rng, true, -1, 1, SHAPE(2, 3, 5, 5)), test_tensor(&rng, true, -1, 1, SHAPE(4, 3, 3, 3)),
+                     test_tensor(&rng, true, -1, 1, SHAPE(4)), tensor_new(DEV_CPU, SHAPE(4, 3, 3, 3))};
+    for (long i = 0; i < in[3]->numel; i++) in[3]->data[i] = i % 9 < 6 ? 1.0f : 0.0f;   // CPC's mask: rows below zero
+    fails += gradcheck("conv 3x3 pad 1 with a masked weight (CPC context)", build_masked_conv, NULL, in, 4, TOL);
+    tensor_zero_grad(in[1]);
+    backward(op_sum(build_masked_conv(in, NULL), -1));
+    double masked = 0;
+    for (long i = 0; i < in[1]->numel; i++) if (i % 9 >= 6) masked += fabs(in[1]->grad[i]);
+    tape_clear();
+    fails += check_true(masked == 0, "the masked weights get no gradient (sum |dw| there = %g)", masked);
+    free_all(in, 4);
+    return fails;
+}
+
+static int patches_forward_by_hand(void) {
+    float v[16];
+    for (int i = 0; i < 16; i++) v[i] = (float)i;   // one 4x4 image: row r is 4r .. 4r+3
+    Tensor *x = tensor_from(DEV_CPU, SHAPE(1, 1, 4, 4), v);
+    // 2x2 patches at stride 2: a 2x2 grid of the four quarters, in row-major grid order
+    int f = check_close("2x2 patches at stride 2 of a 4x4 image", op_extract_patches(x, 2, 2)->data,
+                        (float[]){0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15}, 16, 0, 0);
+    // 3x3 at stride 1: a 2x2 grid; patch (1, 0) starts at row 1, column 0
+    Tensor *p = op_extract_patches(x, 3, 1);
+    f += check_close("3x3 patch (1, 0) at stride 1", p->data + 2 * 9, (float[]){4, 5, 6, 8, 9, 10, 12, 13, 14}, 9, 0, 0);
+    tensor_free(x);
+    return f;
+}
+
 // ---- batch norm ----
 typedef struct { bool training; Tensor *running_mean, *running_var; } BnCtx;
 static Tensor *build_bn(Tensor **in, void *ctx) {
@@ -606,6 +656,8 @@ void register_grad_conv_tests(void) {
     test_register("grad", "conv2d with fused relu / residual add", grad_conv_fused);
     test_register("grad", "avgpool, reflect pad, channel pad", grad_spatial);
     test_register("grad", "batchnorm train and eval", grad_batchnorm);
+    test_register("grad", "CPC: patch grid, masked context conv", grad_cpc_pieces);
+    test_register("forward", "patch grid by hand", patches_forward_by_hand);
     test_register("forward", "conv2d by hand", conv_forward_by_hand);
     test_register("forward", "conv2d against direct loops (every kernel path)", conv_vs_direct_loops);
     test_register("forward", "conv2d backward accumulates", conv_backward_accumulates);

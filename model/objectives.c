@@ -1,0 +1,161 @@
+// objectives.c - what the encoder is trained for: AMDIM's NCE tasks (spec section 4) with their score penalty and
+// soft clip, the mixture objective (spec section 14), DIM (one view, global against local) and CPC (patches
+// predicted from the rows above), and the online classifiers on detached f1 (spec section 7).
+// Legend: B images, D embedding width, L target locations, P sources per image, k mixture components.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "amdim.h"
+
+// ---------------------------------------------------------------- objectives (spec section 4 and 14)
+
+Tensor *amdim_nce(Tensor *S, Tensor *T, int P, float tclip, Tensor **reg) {
+    int B = T->shape[0], D = T->shape[1], L = T->shape[2] * T->shape[3];
+    CHECK(S->ndim == 2 && S->shape[0] == B * P && S->shape[1] == D, "NCE sources must be (%d, %d)", B * P, D);
+    // targets as rows: (B, D, L) -> (B, L, D) -> (B*L, D)
+    Tensor *targets = op_reshape(op_transpose(op_reshape(T, SHAPE(B, D, L))), SHAPE(B * L, D));
+    Tensor *R = op_scale(op_matmul(S, targets, false, true), 1.0f / sqrtf((float)D));   // (B*P, B*L)
+    *reg = op_scale(op_mean(op_square(R), -1), 0.05f);                                   // on the unclipped scores
+    Tensor *Q = op_scale(op_tanh(op_scale(R, 1.0f / tclip)), tclip);                     // soft clip to (-c, c)
+    return op_nce_log_softmax(Q, B, P, L);                                               // (B, P, L)
+}
+
+// k mixture components per source: fc2(relu(fc1(a))) + a, as (B*k, D) rows
+static Tensor *mixture_sources(Amdim *m, Tensor *a) {
+    int B = a->shape[0], D = m->cfg.D, k = m->cfg.mixtures;
+    Tensor *h = op_relu(op_linear(a, m->mix_w1, m->mix_b1));
+    Tensor *y = op_reshape(op_linear(h, m->mix_w2, m->mix_b2), SHAPE(B, k, D));
+    return op_reshape(op_add(y, op_repeat(a, k)), SHAPE(B * k, D));
+}
+
+// -mean_{i,l} [ sum_j q[j|i,l] s[j,i,l] + alpha H(q[.|i,l]) ], q = softmax_j(tau s): constant in the first term,
+// differentiated in the entropy term. lsm: (B, k, L)
+static Tensor *mixture_objective(Tensor *lsm, float tau, float alpha) {
+    Tensor *scaled = op_scale(lsm, tau);
+    Tensor *q = op_softmax(scaled, 1);
+    Tensor *expected = op_sum(op_mul(op_detach(q), lsm), 1);                   // (B, L)
+    Tensor *entropy = op_scale(op_sum(op_mul(q, op_log_softmax(scaled, 1)), 1), -1.0f);  // (B, L)
+    return op_scale(op_mean(op_add(expected, op_scale(entropy, alpha)), -1), -1.0f);
+}
+
+// global source a (B, D) against the target map T of the other view: plain NCE or the mixture objective
+static Tensor *global_task(Amdim *m, Tensor *a, Tensor *T, Tensor **reg) {
+    const AmdimConfig *c = &m->cfg;
+    if (c->mixtures > 1)
+        return mixture_objective(amdim_nce(mixture_sources(m, a), T, c->mixtures, c->tclip, reg), c->mix_tau,
+                                 c->mix_alpha);
+    return op_scale(op_mean(amdim_nce(a, T, 1, c->tclip, reg), -1), -1.0f);
+}
+
+static Tensor *local_task(Amdim *m, Tensor *m5_src, const int *idx, Tensor *T, Tensor **reg) {
+    Tensor *s5 = op_gather_location(m5_src, idx);   // (B, D)
+    return op_scale(op_mean(amdim_nce(s5, T, 1, m->cfg.tclip, reg), -1), -1.0f);
+}
+
+static Tensor *half_sum(Tensor *a, Tensor *b) { return op_scale(op_add(a, b), 0.5f); }
+
+Tensor *amdim_linear_logits(Amdim *m, Tensor *f) { return op_linear(f, m->lin_w, m->lin_b); }
+
+Tensor *amdim_mlp_logits(Amdim *m, Tensor *f, bool training, Rng *rng) {
+    float p = m->cfg.cls_dropout;
+    Tensor *h = op_linear(op_dropout(f, p, training, rng), m->mlp_w1, NULL);
+    h = op_relu(op_batchnorm(h, m->mlp_gamma, m->mlp_beta, m->mlp_rm, m->mlp_rv, training));
+    return op_linear(op_dropout(h, p, training, rng), m->mlp_w2, m->mlp_b2);
+}
+
+Tensor *amdim_classifier_loss(Tensor *logits, const int *labels) {
+    Tensor *clipped = op_scale(op_tanh(op_scale(logits, 0.1f)), 10.0f);
+    Tensor *penalty = op_scale(op_mean(op_square(logits), -1), 0.001f);
+    return op_add(op_cross_entropy(clipped, labels), penalty);
+}
+
+// the sum of two optional terms (NULL = absent)
+static Tensor *add_present(Tensor *a, Tensor *b) { return !a ? b : !b ? a : op_add(a, b); }
+
+// the online classifiers' loss on detached features f (N, D) with labels (N)
+static Tensor *classifiers(Amdim *m, AmdimLoss *out, Tensor *f, const int *labels, Rng *rng) {
+    autograd_scope("cls_lin");
+    out->lin_logits = amdim_linear_logits(m, f);
+    Tensor *cls_lin = amdim_classifier_loss(out->lin_logits, labels);
+    autograd_scope("cls_mlp");
+    out->mlp_logits = amdim_mlp_logits(m, f, true, rng);
+    Tensor *cls_mlp = amdim_classifier_loss(out->mlp_logits, labels);
+    autograd_scope("loss");
+    return op_add(cls_lin, cls_mlp);
+}
+
+// CPC: every patch vector z[b, i, j] is predicted from the context c[b, i - k, j] of the rows above, k = 1..K:
+// pred = W_k c, scored against all B*49 patch vectors of the batch (scaled by 1/sqrt(D)), the true one picked by
+// a cross-entropy (InfoNCE); contexts without a patch k rows below are left out (label -1).
+static AmdimLoss cpc_loss(Amdim *m, Tensor *x, const int *labels, Rng *rng) {
+    AmdimLoss out = {0};
+    int B = x->shape[0], D = m->cfg.D, G = CPC_GRID, L = G * G, K = m->cfg.cpc_steps;
+    Tensor *z = cpc_patch_vectors(m, x, true);   // (B*L, D)
+    autograd_scope("cpc.context");
+    Tensor *zmap = op_reshape(op_transpose(op_reshape(z, SHAPE(B, L, D))), SHAPE(B, D, G, G));
+    Tensor *h = op_conv2d_relu(zmap, op_mul(m->ctx_w[0], m->ctx_mask), m->ctx_b[0], 1, 1);
+    Tensor *cmap = op_conv2d_add(h, op_mul(m->ctx_w[1], m->ctx_mask), m->ctx_b[1], 1, 1, zmap);   // rows <= i only
+    Tensor *c = op_reshape(op_transpose(op_reshape(cmap, SHAPE(B, D, L))), SHAPE(B * L, D));
+    int *target = xmalloc((size_t)B * L * sizeof(int));
+    Tensor *sum = NULL;
+    for (int k = 1; k <= K; k++) {
+        autograd_scope("cpc.predict");
+        for (int r = 0; r < B * L; r++) target[r] = r / G % G + k < G ? r + k * G : -1;   // row r = (b, i, j)
+        Tensor *pred = op_matmul(c, m->cpc_pred[k - 1], false, true);                      // (B*L, D)
+        Tensor *logits = op_scale(op_matmul(pred, z, false, true), 1.0f / sqrtf((float)D));  // (B*L, B*L)
+        sum = add_present(sum, op_cross_entropy(logits, target));
+    }
+    free(target);
+    out.cpc = op_scale(sum, 1.0f / (float)K);
+    autograd_scope("cpc.mean");
+    Tensor *f1 = op_scale(op_sum(op_reshape(z, SHAPE(B, L, D)), 1), 1.0f / (float)L);
+    out.cls = classifiers(m, &out, op_detach(f1), labels, rng);
+    out.total = op_add(out.cpc, out.cls);
+    autograd_scope(NULL);
+    return out;
+}
+
+AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const int *idx1, const int *idx2, Rng *rng) {
+    const AmdimConfig *c = &m->cfg;
+    if (c->method == METHOD_CPC) return cpc_loss(m, x1, labels, rng);
+    AmdimLoss out = {0};
+    // two views: each task in both directions, averaged (spec 4.4); one view (DIM, the ablation): sources and
+    // targets from the same view, one direction
+    bool two = c->views == 2;
+    Features v1 = amdim_encode(m, x1, true, true);
+    Features v2 = two ? amdim_encode(m, x2, true, true) : v1;
+    Tensor *r[6];
+    int n_reg = 0;
+    if (c->tasks & TASK_1T5) {
+        autograd_scope("nce.1t5");
+        out.l1t5 = two ? half_sum(global_task(m, v1.f1, v2.m5, &r[n_reg]), global_task(m, v2.f1, v1.m5, &r[n_reg + 1]))
+                       : global_task(m, v1.f1, v1.m5, &r[n_reg]);
+        n_reg += two ? 2 : 1;
+    }
+    if (c->tasks & TASK_1T7) {
+        autograd_scope("nce.1t7");
+        out.l1t7 = two ? half_sum(global_task(m, v1.f1, v2.m7, &r[n_reg]), global_task(m, v2.f1, v1.m7, &r[n_reg + 1]))
+                       : global_task(m, v1.f1, v1.m7, &r[n_reg]);
+        n_reg += two ? 2 : 1;
+    }
+    if (c->tasks & TASK_5T5) {   // two views only (checked by the config)
+        autograd_scope("nce.5t5");
+        out.l5t5 = half_sum(local_task(m, v1.m5, idx1, v2.m5, &r[n_reg]), local_task(m, v2.m5, idx2, v1.m5, &r[n_reg + 1]));
+        n_reg += 2;
+    }
+    autograd_scope("loss");
+    Tensor *reg = r[0];
+    for (int i = 1; i < n_reg; i++) reg = op_add(reg, r[i]);
+    out.reg = two ? op_scale(reg, 0.5f) : reg;   // the mean over directions, as for the tasks
+
+    // online classifiers on the detached f1 of every view (two views: 2B rows, labels repeated)
+    int B = x1->shape[0];
+    int labels2[2 * B];
+    for (int i = 0; i < B; i++) labels2[i] = labels2[B + i] = labels[i];
+    Tensor *f = two ? op_concat0(op_detach(v1.f1), op_detach(v2.f1)) : op_detach(v1.f1);
+    out.cls = classifiers(m, &out, f, labels2, rng);
+    out.total = op_add(add_present(add_present(out.l1t5, out.l1t7), add_present(out.l5t5, out.reg)), out.cls);
+    autograd_scope(NULL);
+    return out;
+}
