@@ -216,9 +216,9 @@ static int declare_model(Amdim *m, char *err, int err_size) {
             m->ctx_b[l] = declare(m, false, SHAPE(c->D), "cpc.context.%d.bias", l);
         }
         for (int k = 0; k < c->cpc_steps; k++) m->cpc_pred[k] = declare(m, false, SHAPE(c->D, c->D), "cpc.predict.%d.weight", k + 1);
-    } else {
-        declare_head(m, &m->head5, "head5");
-        declare_head(m, &m->head7, "head7");
+    } else {   // only the heads the tasks read: the 5x5 map for 1->5 and 5->5, the 7x7 map for 1->7
+        if (c->tasks & (TASK_1T5 | TASK_5T5)) declare_head(m, &m->head5, "head5");
+        if (c->tasks & TASK_1T7) declare_head(m, &m->head7, "head7");
     }
     if (c->mixtures > 1) {
         m->mix_w1 = declare(m, false, SHAPE(c->mix_hidden, c->D), "mix.fc1.weight");
@@ -344,10 +344,8 @@ int amdim_init(Amdim *m, const AmdimConfig *cfg, Device dev, uint64_t seed, char
             init_bn(b->gamma, b->beta, b->running_mean, b->running_var);
         }
     }
-    if (c->method != METHOD_CPC) {
-        init_head(&m->head5, &rng);
-        init_head(&m->head7, &rng);
-    }
+    if (m->head5.conv1) init_head(&m->head5, &rng);
+    if (m->head7.conv1) init_head(&m->head7, &rng);
     if (c->mixtures > 1) {
         init_uniform_fan_in(m->mix_w1, &rng, c->D);
         init_uniform_fan_in(m->mix_b1, &rng, c->D);
@@ -438,9 +436,11 @@ Features amdim_encode(Amdim *m, Tensor *x, bool training, bool with_heads) {
     Tensor *h = x, *src5 = NULL, *src7 = NULL;
     h = run_encoder(m, h, training, &src5, &src7);
     f.f1 = op_reshape(h, SHAPE(B, c->D));
-    if (with_heads) {
+    if (with_heads && m->head5.conv1) {
         autograd_scope("head5");
         f.m5 = run_head(&m->head5, src5, training);
+    }
+    if (with_heads && m->head7.conv1) {
         autograd_scope("head7");
         f.m7 = run_head(&m->head7, src7, training);
     }

@@ -106,8 +106,8 @@ void amdim_adam_init(Adam *opt, const Amdim *m, float lr);
 
 typedef struct {
     Tensor *f1;   // (B, D) after the final BN (CPC: the mean of the image's 49 patch vectors)
-    Tensor *m5;   // (B, D, 5, 5) phi5 of the f5 source (NULL when heads are skipped)
-    Tensor *m7;   // (B, D, 7, 7) phi7 of the f7 source
+    Tensor *m5;   // (B, D, 5, 5) phi5 of the f5 source (NULL when heads are skipped or the tasks need none)
+    Tensor *m7;   // (B, D, 7, 7) phi7 of the f7 source (the same)
 } Features;
 
 // x: (B, C, S, S). training selects batch statistics for every BN. CPC models return f1 only.

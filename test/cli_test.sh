@@ -127,6 +127,21 @@ if [ "$rc" -eq 3 ] && grep -q "not finite\|the loss is" "$tmp/nan.out"; then
     else ok "--lr 10 diverges before any checkpoint (exit 3), and says so: $(grep -c 'no checkpoint was written' "$tmp/nan.out") line"; fi
 else bad "--lr 10: exit $rc, $(tail -2 "$tmp/nan.out")"; fi
 
+echo "[cli] DIM and CPC: train, resume bit for bit, evaluate"
+terms() { grep '"loss"' "$1" | sed 's/,"img_s".*//' | awk -F'[:,]' '$2 > 3'; }   # every loss term of steps 4..
+for method in dim cpc; do
+    $TRAIN "${common[@]}" --method "$method" --steps 6 --run-dir "$tmp/$method-straight" > "$tmp/m.out" 2>&1
+    $TRAIN "${common[@]}" --method "$method" --steps 3 --run-dir "$tmp/$method-resumed" > /dev/null 2>&1
+    $TRAIN "${common[@]}" --method "$method" --steps 6 --run-dir "$tmp/$method-resumed" --resume > /dev/null 2>&1
+    if [ -n "$(terms "$tmp/$method-straight/log.jsonl")" ] &&
+       [ "$(terms "$tmp/$method-straight/log.jsonl")" = "$(terms "$tmp/$method-resumed/log.jsonl")" ]; then
+        ok "--method $method: steps 4-6 after a resume equal the uninterrupted run ($(terms "$tmp/$method-straight/log.jsonl" | tail -1 | cut -c1-70)...)"
+    else bad "--method $method resume: $(tail -2 "$tmp/m.out")"; fi
+    if $EVAL --checkpoint "$tmp/$method-straight/checkpoint.safetensors" --data "$data" --probe-epochs 1 --knn-k 3 > "$tmp/m.out" 2>&1 &&
+       grep -qi "$method" "$tmp/m.out"; then ok "eval of a $method checkpoint: $(grep -i "| $method" "$tmp/m.out")"
+    else bad "eval of $method: $(tail -2 "$tmp/m.out")"; fi
+done
+
 echo "[cli] pictures, the graph of a step, the profile"
 png_size() {  # width x height from a PNG's IHDR
     od -An -tu1 -j16 -N8 "$1" 2>/dev/null | awk '{printf "%dx%d", (($1*256+$2)*256+$3)*256+$4, (($5*256+$6)*256+$7)*256+$8}'
@@ -178,6 +193,7 @@ head -c 1000 "$tmp/straight/checkpoint.safetensors" > "$tmp/broken.safetensors"
 expect_error "truncated checkpoint" "broken.safetensors" $EVAL --checkpoint "$tmp/broken.safetensors" --data "$data"
 expect_error "eval without a model" "--checkpoint" $EVAL --data "$data"
 expect_error "both --minutes and --steps" "--minutes" $TRAIN --minutes 1 --steps 5
+expect_error "resume a cpc run as amdim" "method" $TRAIN "${common[@]}" --steps 7 --run-dir "$tmp/cpc-straight" --resume
 expect_error "resume with another --batch" "--batch 8, this command gives --batch 4" $TRAIN "${common[@]}" --batch 4 --steps 7 --run-dir "$tmp/straight" --resume
 expect_error "resume with another --lr" "--lr" $TRAIN "${common[@]}" --lr 0.5 --steps 7 --run-dir "$tmp/straight" --resume
 expect_error "resume with another --seed" "--seed" $TRAIN "${common[@]}" --seed 9 --steps 7 --run-dir "$tmp/straight" --resume

@@ -157,6 +157,10 @@ static int golden(const char *file, Device dev) {
     c.mix_alpha = meta_float(f, "mix_alpha");
     c.tclip = meta_float(f, "tclip");
     c.cls_dropout = meta_float(f, "cls_dropout");
+    const char *method = st_meta(f, "method");   // fixtures written before DIM and CPC existed are AMDIM's
+    c.method = method ? method_from_name(method) : METHOD_AMDIM;
+    if (c.method == METHOD_DIM) { c.tasks = TASK_1T7; c.views = 1; }
+    if (c.method == METHOD_CPC) c.cpc_steps = meta_int(f, "cpc_steps");
     int B = meta_int(f, "B");
     Amdim m;
     if (amdim_init(&m, &c, dev, 0, err, sizeof err)) { st_free(f); return check_true(false, "%s", err); }
@@ -175,9 +179,15 @@ static int golden(const char *file, Device dev) {
     AmdimLoss L = amdim_loss(&m, x1, x2, labels, idx1, idx2, &rng);
     backward(L.total);
     struct { const char *name; Tensor *t; } terms[] = {
-        {"loss.1t5", L.l1t5}, {"loss.1t7", L.l1t7}, {"loss.5t5", L.l5t5}, {"loss.reg", L.reg}, {"loss.cls", L.cls},
-        {"loss.total", L.total}};
-    for (size_t i = 0; i < sizeof terms / sizeof terms[0]; i++) {
+        {"loss.1t5", L.l1t5}, {"loss.1t7", L.l1t7}, {"loss.5t5", L.l5t5}, {"loss.reg", L.reg}, {"loss.cpc", L.cpc},
+        {"loss.cls", L.cls}, {"loss.total", L.total}};
+    for (size_t i = 0; i < sizeof terms / sizeof terms[0]; i++) {   // the method's terms, and only those
+        bool in_fixture = st_get(f, terms[i].name, NULL, NULL) != NULL;
+        if (!in_fixture || !terms[i].t) {
+            if (in_fixture != (terms[i].t != NULL))
+                fails += check_true(false, "%s: %s", terms[i].name, in_fixture ? "not computed here" : "not in the fixture");
+            continue;
+        }
         float v = tensor_item(terms[i].t);
         fails += check_close(terms[i].name, &v, fixture(f, terms[i].name, 1), 1, 1e-5, 1e-5);
     }
@@ -221,9 +231,12 @@ static int golden(const char *file, Device dev) {
 
 static int golden_tiny_cpu(void) { return golden("golden_tiny.safetensors", DEV_CPU); }
 static int golden_mix_cpu(void) { return golden("golden_mix.safetensors", DEV_CPU); }
+static int golden_dim_cpu(void) { return golden("golden_dim.safetensors", DEV_CPU); }
+static int golden_cpc_cpu(void) { return golden("golden_cpc.safetensors", DEV_CPU); }
 static int golden_gpu(void) {
     if (!dev_cuda_available()) { printf("    skipped: no CUDA device (CPU-only build or no GPU on this machine)\n"); return -1; }
-    return golden("golden_tiny.safetensors", DEV_CUDA) + golden("golden_mix.safetensors", DEV_CUDA);
+    return golden("golden_tiny.safetensors", DEV_CUDA) + golden("golden_mix.safetensors", DEV_CUDA) +
+           golden("golden_dim.safetensors", DEV_CUDA) + golden("golden_cpc.safetensors", DEV_CUDA);
 }
 
 // ---------------------------------------------------------------- checkpoints and resume
@@ -337,6 +350,8 @@ void register_model_tests(void) {
     test_register("model", "zero-init residuals, identity phi shortcut", model_zero_init);
     test_register("golden", "tiny preset vs PyTorch (CPU)", golden_tiny_cpu);
     test_register("golden", "mixtures k=3 vs PyTorch (CPU)", golden_mix_cpu);
-    test_register("golden", "both fixtures vs PyTorch (GPU)", golden_gpu);
+    test_register("golden", "DIM (one view, 1->7) vs PyTorch (CPU)", golden_dim_cpu);
+    test_register("golden", "CPC (7x7 patches, masked context) vs PyTorch (CPU)", golden_cpc_cpu);
+    test_register("golden", "all four fixtures vs PyTorch (GPU)", golden_gpu);
     test_register("model", "checkpoint resume is bit exact; other preset and permuted shapes refused", model_resume_bit_exact);
 }

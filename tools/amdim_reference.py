@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """amdim_reference.py - an independent PyTorch implementation of one AMDIM training step, used to write the
 golden fixtures that the C engine is tested against (see /work/shared/amdim-spec.md and tools/README.md).
+It also implements the two methods the engine compares AMDIM with, on the same encoder family: local Deep InfoMax
+(one view: f1 against every location of the 7x7 map of the same view, NCE) and CPC (a 7x7 grid of overlapping 8x8
+patches, each encoded to a vector, a context network masked to the rows above, InfoNCE predictions k rows below).
 
 It computes, for fixed random parameters and inputs, the three NCE losses (1->5, 1->7, 5->5), the score penalty,
 the online-classifier loss, the gradient of their sum with respect to every parameter, and the BatchNorm running
@@ -73,9 +76,13 @@ def read_safetensors(path):
 
 # ---------------------------------------------------------------- configuration and parameters -------------------
 
-def make_config(F, D, d, in_channels, B, n_classes, mixtures, mix_tau, mix_alpha, mix_hidden):
+def make_config(F, D, d, in_channels, B, n_classes, mixtures, mix_tau, mix_alpha, mix_hidden, method="amdim",
+                cpc_steps=3):
     return dict(F=F, D=D, d=d, in_channels=in_channels, B=B, n_classes=n_classes, mixtures=mixtures,
-                mix_tau=mix_tau, mix_alpha=mix_alpha, mix_hidden=mix_hidden)
+                mix_tau=mix_tau, mix_alpha=mix_alpha, mix_hidden=mix_hidden, method=method, cpc_steps=cpc_steps)
+
+
+CPC_GRID, CPC_PATCH, CPC_STRIDE = 7, 8, 4   # 32x32 images -> a 7x7 grid of 8x8 patches at stride 4
 
 
 def parameter_shapes(cfg):
@@ -100,13 +107,25 @@ def parameter_shapes(cfg):
     params["enc.0.weight"] = (F, C, 3, 3)
     params["enc.0.bias"] = (F,)
     unit("enc.1.0", 1, F, F)
-    stage("enc.2", 4, F, 2 * F)
-    stage("enc.3", 2, 2 * F, 4 * F)
-    stage("enc.4", 3, 4 * F, 4 * F)
-    stage("enc.5", 3, 4 * F, 4 * F)
-    unit("enc.6.0", 3, 4 * F, D)
-    bn("enc.7", D)
-    for head in ("head5", "head7"):
+    if cfg["method"] == "cpc":  # the patch table: 8 -> 6 -> 6 -> 4 -> 2 -> 1
+        stage("enc.2", 3, F, 2 * F)
+        stage("enc.3", 3, 2 * F, 4 * F)
+        unit("enc.4.0", 2, 4 * F, D)
+        bn("enc.5", D)
+        for l in range(2):
+            params["cpc.context.%d.weight" % l] = (D, D, 3, 3)
+            params["cpc.context.%d.bias" % l] = (D,)
+        for k in range(1, cfg["cpc_steps"] + 1):
+            params["cpc.predict.%d.weight" % k] = (D, D)
+    else:
+        stage("enc.2", 4, F, 2 * F)
+        stage("enc.3", 2, 2 * F, 4 * F)
+        stage("enc.4", 3, 4 * F, 4 * F)
+        stage("enc.5", 3, 4 * F, 4 * F)
+        unit("enc.6.0", 3, 4 * F, D)
+        bn("enc.7", D)
+    heads = {"amdim": ("head5", "head7"), "dim": ("head7",), "cpc": ()}[cfg["method"]]
+    for head in heads:
         params[head + ".conv1.weight"] = (D, 4 * F, 1, 1)
         params[head + ".conv2.weight"] = (D, D, 1, 1)
         params[head + ".shortcut.weight"] = (D, 4 * F, 1, 1)
@@ -148,6 +167,41 @@ def init_parameters(cfg, gen):
         buffers[name + ".running_mean"] = torch.zeros(channels)
         buffers[name + ".running_var"] = torch.ones(channels)
     return params, buffers
+
+
+def cpc_encoder(x, P, bufs, cfg):
+    """x: (B, C, 32, 32) -> the patch vectors z (B*49, D), rows (image, grid row, grid column)."""
+    F, D, d = cfg["F"], cfg["D"], cfg["d"]
+    B, C = x.shape[:2]
+    patches = x.unfold(2, CPC_PATCH, CPC_STRIDE).unfold(3, CPC_PATCH, CPC_STRIDE)   # (B, C, 7, 7, 8, 8)
+    h = patches.permute(0, 2, 3, 1, 4, 5).reshape(B * CPC_GRID * CPC_GRID, C, CPC_PATCH, CPC_PATCH)
+    h = torch.relu(Fn.conv2d(h, P["enc.0.weight"], P["enc.0.bias"]))   # (N, F, 6, 6)
+    h = residual_unit(h, P, "enc.1.0", 1, 1, F)
+    h = residual_stage(h, P, "enc.2", 3, 1, 2 * F, d)                   # (N, 2F, 4, 4)
+    h = residual_stage(h, P, "enc.3", 3, 1, 4 * F, d)                   # (N, 4F, 2, 2)
+    h = residual_unit(h, P, "enc.4.0", 2, 1, D)                          # (N, D, 1, 1)
+    return batch_norm(h, P, bufs, "enc.5").flatten(1)
+
+
+def cpc_loss(z, P, cfg):
+    """InfoNCE of CPC: the context c (two 3x3 convs whose kernels' bottom row is masked, so the context at grid row i
+    sees rows <= i) predicts z k rows below with W_k; scores against every patch vector of the batch / sqrt(D)."""
+    D, G, K = cfg["D"], CPC_GRID, cfg["cpc_steps"]
+    N = z.shape[0]
+    B = N // (G * G)
+    zmap = z.reshape(B, G * G, D).permute(0, 2, 1).reshape(B, D, G, G)
+    mask = torch.ones(3, 3, dtype=z.dtype)
+    mask[2] = 0
+    h = torch.relu(Fn.conv2d(zmap, P["cpc.context.0.weight"] * mask, P["cpc.context.0.bias"], padding=1))
+    cmap = Fn.conv2d(h, P["cpc.context.1.weight"] * mask, P["cpc.context.1.bias"], padding=1) + zmap
+    c = cmap.reshape(B, D, G * G).permute(0, 2, 1).reshape(N, D)
+    rows = torch.arange(N)
+    total = 0
+    for k in range(1, K + 1):
+        target = torch.where(rows // G % G + k < G, rows + k * G, torch.full_like(rows, -1))
+        logits = (c @ P["cpc.predict.%d.weight" % k].t()) @ z.t() / math.sqrt(D)
+        total = total + Fn.cross_entropy(logits, target, ignore_index=-1)
+    return total / K
 
 
 def make_inputs(cfg, gen):
@@ -284,9 +338,10 @@ def classifier_loss(z, y):
 
 
 def classifiers(a1, a2, labels, P, bufs, dropout):
-    """Online MLP and linear classifiers on the detached f1 of both views: f (2B, D), labels duplicated."""
-    f = torch.cat([a1.detach(), a2.detach()])
-    y = torch.cat([labels, labels]).long()
+    """Online MLP and linear classifiers on the detached f1 of both views: f (2B, D), labels duplicated (one view:
+    a2 is None, f (B, D))."""
+    f = torch.cat([a1.detach(), a2.detach()]) if a2 is not None else a1.detach()
+    y = (torch.cat([labels, labels]) if a2 is not None else labels).long()
     h = Fn.linear(Fn.dropout(f, dropout, training=True), P["cls_mlp.fc1.weight"])  # (2B, 1024)
     h = torch.relu(batch_norm(h, P, bufs, "cls_mlp.bn"))
     z_mlp = Fn.linear(Fn.dropout(h, dropout, training=True), P["cls_mlp.fc2.weight"], P["cls_mlp.fc2.bias"])
@@ -301,6 +356,8 @@ def training_step(params, buffers, inputs, cfg, dtype):
     P = {n: t.to(dtype).clone().requires_grad_(True) for n, t in params.items()}
     bufs = {n: t.to(dtype).clone() for n, t in buffers.items()}
     x1, x2 = inputs["input.x1"].to(dtype), inputs["input.x2"].to(dtype)
+    if cfg["method"] != "amdim":
+        return other_method_step(P, bufs, x1, inputs, cfg)
 
     a1, m5_1, m7_1 = encode_view(x1, P, bufs, cfg)
     a2, m5_2, m7_2 = encode_view(x2, P, bufs, cfg)
@@ -318,6 +375,27 @@ def training_step(params, buffers, inputs, cfg, dtype):
               "loss.cls": loss_cls, "loss.total": total}
     losses = {n: v.detach().reshape(1) for n, v in losses.items()}
     grads = {n: p.grad for n, p in P.items()}
+    return losses, grads, bufs
+
+
+def other_method_step(P, bufs, x1, inputs, cfg):
+    """DIM: f1 against the 7x7 map of the same view (one direction); CPC: the patch predictions. Both on x1 only,
+    with the online classifiers on that view's detached f1 (CPC: the mean patch vector)."""
+    if cfg["method"] == "dim":
+        a1, f5, f7 = encoder(x1, P, bufs, cfg)
+        m7 = embedding_head(f7, P, bufs, "head7")
+        loss_1t7, loss_reg = nce_plain(a1, m7)
+        losses = {"loss.1t7": loss_1t7, "loss.reg": loss_reg}
+    else:
+        z = cpc_encoder(x1, P, bufs, cfg)
+        losses = {"loss.cpc": cpc_loss(z, P, cfg)}
+        a1 = z.reshape(x1.shape[0], CPC_GRID * CPC_GRID, -1).mean(1)
+    losses["loss.cls"] = classifiers(a1, None, inputs["input.labels"], P, bufs, cfg["cls_dropout"])
+    total = sum(losses.values())
+    total.backward()
+    losses["loss.total"] = total
+    losses = {n: v.detach().reshape(1) for n, v in losses.items()}
+    grads = {n: p.grad if p.grad is not None else torch.zeros_like(p) for n, p in P.items()}
     return losses, grads, bufs
 
 
@@ -345,15 +423,16 @@ def write_golden(path, cfg, seed):
     worst = max(nonzero, key=lambda n: max_rel_diff(grads[n], grads64[n]))
     print("  float32 vs float64 gradients: worst max|diff|/max|grad| = %.2e (%s)"
           % (max_rel_diff(grads[worst], grads64[worst]), worst))
-    print("  exactly zero gradients (float32 noise up to %.1e; largest |grad| %.1e): %s"
-          % (max(grads[n].abs().max().item() for n in zero_grads), scale, ", ".join(zero_grads)))
+    if zero_grads:
+        print("  exactly zero gradients (float32 noise up to %.1e; largest |grad| %.1e): %s"
+              % (max(grads[n].abs().max().item() for n in zero_grads), scale, ", ".join(zero_grads)))
     assert all(grads[n].abs().max().item() > 0 for n in nonzero)
 
     tensors = list(params.items()) + list(buffers.items()) + list(inputs.items()) + list(losses.items())
     tensors += [("grad." + n, g) for n, g in grads.items()]
     tensors += [("after." + n, b) for n, b in after.items()]
     metadata = {k: str(cfg[k]) for k in ("F", "D", "d", "in_channels", "B", "n_classes", "mixtures", "mix_tau",
-                                         "mix_alpha", "mix_hidden", "cls_dropout")}
+                                         "mix_alpha", "mix_hidden", "cls_dropout", "method", "cpc_steps")}
     metadata.update(tclip=str(TCLIP), bn_momentum=str(BN_MOMENTUM), seed=str(seed), zero_grads=",".join(zero_grads),
                     generator="tools/amdim_reference.py, torch " + torch.__version__)
     write_safetensors(path, tensors, metadata)
@@ -382,6 +461,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.relpath(os.path.join(os.path.dirname(__file__), "..", "test", "fixtures")))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", choices=("tiny", "mix", "dim", "cpc"), help="write one fixture only")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)  # a fixed summation order, whatever the machine
@@ -391,10 +471,20 @@ def main():
                        mix_alpha=0.05, mix_hidden=256)
     mix = make_config(F=8, D=64, d=2, in_channels=1, B=4, n_classes=10, mixtures=3, mix_tau=1.0, mix_alpha=0.05,
                       mix_hidden=64)
-    for cfg in (tiny, mix):
+    dim = make_config(F=8, D=64, d=2, in_channels=1, B=4, n_classes=10, mixtures=1, mix_tau=1.0, mix_alpha=0.05,
+                      mix_hidden=64, method="dim")
+    cpc = make_config(F=8, D=32, d=1, in_channels=1, B=3, n_classes=10, mixtures=1, mix_tau=1.0, mix_alpha=0.05,
+                      mix_hidden=32, method="cpc", cpc_steps=3)
+    for cfg in (tiny, mix, dim, cpc):
         cfg["cls_dropout"] = 0.0
-    write_golden(os.path.join(args.out, "golden_tiny.safetensors"), tiny, args.seed)
-    write_golden(os.path.join(args.out, "golden_mix.safetensors"), mix, args.seed + 1)
+    if not args.only or args.only == "tiny":
+        write_golden(os.path.join(args.out, "golden_tiny.safetensors"), tiny, args.seed)
+    if not args.only or args.only == "mix":
+        write_golden(os.path.join(args.out, "golden_mix.safetensors"), mix, args.seed + 1)
+    if not args.only or args.only == "dim":
+        write_golden(os.path.join(args.out, "golden_dim.safetensors"), dim, args.seed + 2)
+    if not args.only or args.only == "cpc":
+        write_golden(os.path.join(args.out, "golden_cpc.safetensors"), cpc, args.seed + 3)
     write_tiny_py(os.path.join(args.out, "tiny_py.safetensors"))
     return 0
 
