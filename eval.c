@@ -21,7 +21,7 @@
 
 typedef struct {
     CommonArgs common;
-    const char *checkpoint, *out_path, *save_features, *save_retrievals;
+    const char *checkpoint, *out_path, *save_features, *save_retrievals, *save_mixtures;
     bool raw;
     int probe_epochs, knn_k;
     long seed;
@@ -49,6 +49,8 @@ static Args parse_args(int argc, char **argv) {
          "and labels of both splits as safetensors: train.features (N, dim), train.labels, test.*", 0},
         {"--save-retrievals", FLAG_STRING, &a.save_retrievals, 0, 0, "FILE", "write a PNG: 8 test images, each with "
          "its 8 nearest training images (cosine, as k-NN); green frame = same label, red = another", 0},
+        {"--save-mixtures", FLAG_STRING, &a.save_mixtures, 0, 0, "FILE", "models trained with --mixtures K: a PNG "
+         "with one row per component, the test images it wins most, each 7x7 location tinted by its winner", 0},
     };
     flags_parse("eval", "(--checkpoint FILE | --raw) [options]", flags, (int)(sizeof flags / sizeof flags[0]), argc,
                 argv);
@@ -157,6 +159,54 @@ static int save_retrievals(const char *path, const Dataset *train, const Dataset
     return rc;
 }
 
+#define MIXTURE_BATCH 256   // test images scored together (their negatives are each other)
+#define MIXTURE_COLUMNS 8
+
+// --save-mixtures: for the first test images, which component wins at each 7x7 location; one row per component
+// with the images it wins most, tinted by the winner of each location (a segmentation-like picture)
+static int save_mixtures(const char *path, const Dataset *test, Amdim *m, Device dev) {
+    static const uint8_t palette[8][3] = {{230, 25, 75}, {60, 180, 75}, {0, 130, 200}, {245, 130, 48},
+                                          {145, 30, 180}, {70, 240, 240}, {240, 50, 230}, {210, 245, 60}};
+    int k = m->cfg.mixtures, S = test->input_size, C = test->c, B = test->n < MIXTURE_BATCH ? test->n : MIXTURE_BATCH;
+    long img = (long)C * S * S, plane = (long)S * S;
+    float *x = xmalloc((size_t)B * img * sizeof(float));
+    for (int i = 0; i < B; i++) transform_test(test, i, x + i * img);
+    Tensor *xt = tensor_from(dev, SHAPE(B, C, S, S), x);
+    int *winner = xmalloc((size_t)B * 49 * sizeof(int)), *share = xcalloc((size_t)B * k, sizeof(int));
+    amdim_mixture_winners(m, xt, winner);
+    for (int i = 0; i < B * 49; i++) share[(i / 49) * k + winner[i]]++;
+    int rows = k, cols = MIXTURE_COLUMNS;
+    float *cells = xcalloc((size_t)rows * cols * 3 * plane, sizeof(float)), *pic = xmalloc((size_t)img * sizeof(float));
+    bool *used = xcalloc((size_t)B, sizeof(bool));
+    for (int j = 0; j < k; j++)
+        for (int col = 0; col < cols; col++) {
+            int best = -1;   // the unused image where component j wins the most locations
+            for (int i = 0; i < B; i++) if (!used[i] && (best < 0 || share[i * k + j] > share[best * k + j])) best = i;
+            if (best < 0) break;
+            used[best] = true;
+            picture(test, best, pic);
+            float *cell = cells + ((long)j * cols + col) * 3 * plane;
+            for (int y = 0; y < S; y++)
+                for (int xx = 0; xx < S; xx++) {
+                    const uint8_t *tint = palette[winner[best * 49 + (y * 7 / S) * 7 + xx * 7 / S] % 8];
+                    for (int ch = 0; ch < 3; ch++) {
+                        float v = pic[(long)(C == 3 ? ch : 0) * plane + y * S + xx];
+                        cell[ch * plane + y * S + xx] = 0.6f * v + 0.4f * tint[ch] / 255.0f;
+                    }
+                }
+        }
+    uint8_t (*frame)[3] = xmalloc((size_t)rows * cols * sizeof *frame);
+    for (int i = 0; i < rows * cols; i++) memcpy(frame[i], palette[(i / cols) % 8], 3);
+    Grid g = {.rows = rows, .cols = cols, .c = 3, .h = S, .w = S, .zoom = S <= 32 ? 3 : 1, .pad = 3};
+    char err[4400];
+    int rc = png_write_grid(path, cells, (const uint8_t (*)[3])frame, &g, err, sizeof err);
+    if (rc) fprintf(stderr, "eval: %s\n", err);
+    else printf("  mixture components: %s (%d rows, the first %d test images)\n", path, k, B);
+    tensor_free(xt);
+    free(x); free(winner); free(share); free(cells); free(pic); free(used); free(frame);
+    return rc;
+}
+
 // Features of both splits, then the three probes on them.
 static Result evaluate(const Args *a, const Dataset *train, const Dataset *test, Amdim *m, Device dev) {
     Result r = {.dim = m ? m->cfg.D : train->c * train->input_size * train->input_size};
@@ -173,6 +223,7 @@ static Result evaluate(const Args *a, const Dataset *train, const Dataset *test,
     features_standardise(&ftrain, &ftest);
     if (pictures && a->save_retrievals && save_retrievals(a->save_retrievals, train, test, &ftrain, &ftest))
         r.failed = true;
+    if (m && a->save_mixtures && save_mixtures(a->save_mixtures, test, m, dev)) r.failed = true;
     ProbeOptions po = {.epochs = a->probe_epochs, .batch = 256, .lr = 1e-3f, .weight_decay = 1e-5f,
                        .seed = (uint64_t)a->seed, .device = dev};
     r.linear = probe_linear(&ftrain, &ftest, train->n_classes, &po);
@@ -212,6 +263,7 @@ int main(int argc, char **argv) {
     }
     driver_check_output("eval", a.save_features);
     driver_check_output("eval", a.save_retrievals);
+    driver_check_output("eval", a.save_mixtures);
     Device dev = driver_start("eval", &a.common);
     int rc = 1, n_results = 0;
     Amdim model;
@@ -225,6 +277,11 @@ int main(int argc, char **argv) {
         if (amdim_init(&model, &cfg, dev, 0, err, sizeof err) ||
             checkpoint_load(a.checkpoint, &model, NULL, NULL, err, sizeof err)) {
             fprintf(stderr, "eval: %s\n", err);
+            goto done;
+        }
+        if (a.save_mixtures && (cfg.mixtures < 2 || !model.head7.conv1)) {
+            fprintf(stderr, "eval: --save-mixtures: %s was trained without --mixtures (or without the 1->7 task)\n",
+                    a.checkpoint);
             goto done;
         }
     }

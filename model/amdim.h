@@ -132,6 +132,10 @@ AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const 
 // Returns lsm (B, P, L) and writes the score penalty 0.05*mean(R^2) to *reg.
 Tensor *amdim_nce(Tensor *S, Tensor *T, int P, float tclip, Tensor **reg);
 
+// With --mixtures k: for test images x (B, C, S, S) in eval mode, the component whose 1->7 prediction of each 7x7
+// location scores highest (the negatives are the batch's other images): winner (B, 49). Frees its own tape.
+void amdim_mixture_winners(Amdim *m, Tensor *x, int *winner);
+
 // Classifier logits on features f (N, D), which the caller detaches.
 Tensor *amdim_linear_logits(Amdim *m, Tensor *f);
 Tensor *amdim_mlp_logits(Amdim *m, Tensor *f, bool training, Rng *rng);

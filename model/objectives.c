@@ -39,6 +39,28 @@ static Tensor *mixture_objective(Tensor *lsm, float tau, float alpha) {
     return op_scale(op_mean(op_add(expected, op_scale(entropy, alpha)), -1), -1.0f);
 }
 
+void amdim_mixture_winners(Amdim *m, Tensor *x, int *winner) {
+    const AmdimConfig *c = &m->cfg;
+    CHECK(c->mixtures > 1 && m->head7.conv1, "mixture winners need a model with mixtures and the 1->7 task");
+    bool was = autograd_grad_enabled();
+    autograd_set_grad_enabled(false);
+    Features f = amdim_encode(m, x, false, true);
+    Tensor *reg;
+    Tensor *lsm = amdim_nce(mixture_sources(m, f.f1), f.m7, c->mixtures, c->tclip, &reg);   // (B, k, 49)
+    int B = x->shape[0], k = c->mixtures, L = lsm->shape[2];
+    float *h = xmalloc((size_t)lsm->numel * sizeof(float));
+    tensor_copy_to_host(lsm, h);
+    for (int i = 0; i < B; i++)   // q = softmax_j(tau s) is largest where s is: the argmax of s over components
+        for (int l = 0; l < L; l++) {
+            int best = 0;
+            for (int j = 1; j < k; j++) if (h[((long)i * k + j) * L + l] > h[((long)i * k + best) * L + l]) best = j;
+            winner[(long)i * L + l] = best;
+        }
+    free(h);
+    tape_clear();
+    autograd_set_grad_enabled(was);
+}
+
 // global source a (B, D) against the target map T of the other view: plain NCE or the mixture objective
 static Tensor *global_task(Amdim *m, Tensor *a, Tensor *T, Tensor **reg) {
     const AmdimConfig *c = &m->cfg;

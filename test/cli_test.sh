@@ -167,6 +167,12 @@ if [ "$(png_size "$tmp/pics/retrievals.png")" = "918x816" ] && [ -s "$tmp/pics/f
     ok "--save-retrievals: a 918x816 PNG (8 queries x 8 neighbours); --save-features written"
 else bad "eval pictures: $(png_size "$tmp/pics/retrievals.png") $(tail -2 "$tmp/pics2.out")"; fi
 
+$TRAIN "${common[@]}" --steps 3 --mixtures 3 --run-dir "$tmp/pics/mix" > /dev/null 2>&1
+$EVAL --checkpoint "$tmp/pics/mix/checkpoint.safetensors" --data "$data" --probe-epochs 1 --knn-k 3 \
+    --save-mixtures "$tmp/pics/mixtures.png" > "$tmp/pics3.out" 2>&1
+if [ "$(png_size "$tmp/pics/mixtures.png")" = "816x306" ]; then ok "--save-mixtures: an 816x306 PNG (3 components x 8 images, locations tinted by winner)"
+else bad "--save-mixtures: $(png_size "$tmp/pics/mixtures.png") $(tail -2 "$tmp/pics3.out")"; fi
+
 echo "[cli] bad input: one line on stderr and a non-zero exit"
 expect_error() {  # description expected-substring command...
     local what=$1 want=$2; shift 2
@@ -193,6 +199,7 @@ head -c 1000 "$tmp/straight/checkpoint.safetensors" > "$tmp/broken.safetensors"
 expect_error "truncated checkpoint" "broken.safetensors" $EVAL --checkpoint "$tmp/broken.safetensors" --data "$data"
 expect_error "eval without a model" "--checkpoint" $EVAL --data "$data"
 expect_error "both --minutes and --steps" "--minutes" $TRAIN --minutes 1 --steps 5
+expect_error "--save-mixtures without mixtures" "without --mixtures" $EVAL --checkpoint "$tmp/straight/checkpoint.safetensors" --data "$data" --save-mixtures "$tmp/m.png"
 expect_error "resume a cpc run as amdim" "method" $TRAIN "${common[@]}" --steps 7 --run-dir "$tmp/cpc-straight" --resume
 expect_error "resume with another --batch" "--batch 8, this command gives --batch 4" $TRAIN "${common[@]}" --batch 4 --steps 7 --run-dir "$tmp/straight" --resume
 expect_error "resume with another --lr" "--lr" $TRAIN "${common[@]}" --lr 0.5 --steps 7 --run-dir "$tmp/straight" --resume
