@@ -51,3 +51,9 @@ void driver_check_output(const char *prog, const char *path) {
     }
     fclose(f);
 }
+
+void driver_unnormalise(const Dataset *ds, const float *x, float *out) {
+    long plane = (long)ds->input_size * ds->input_size;
+    for (int c = 0; c < ds->c; c++)
+        for (long i = 0; i < plane; i++) out[c * plane + i] = x[c * plane + i] * ds->std[c] + ds->mean[c];
+}

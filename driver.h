@@ -29,6 +29,8 @@ Device driver_start(const char *prog, CommonArgs *c);
 // An output file the run will write at some point: its folder is made and it is opened now, so a path that cannot
 // be written is refused before any work (prints one line and exits 1). NULL is fine (no such output).
 void driver_check_output(const char *prog, const char *path);
+// A normalised image (C, S, S) as the model sees it, back in [0, 1] for a picture: out = x * std + mean.
+void driver_unnormalise(const Dataset *ds, const float *x, float *out);
 // Loads one split of the chosen dataset; on failure prints "prog: <reason>" and returns -1.
 int driver_load(const char *prog, const CommonArgs *c, const char *split, Dataset *ds);
 

@@ -400,13 +400,6 @@ static void dump_graph(const Run *r) {
 
 #define VIEWS_ROWS 8
 
-// image (C, S, S) from the normalised floats the model sees back to [0, 1] for a picture
-static void unnormalise(const Dataset *ds, const float *x, float *out) {
-    long plane = (long)ds->input_size * ds->input_size;
-    for (int c = 0; c < ds->c; c++)
-        for (long i = 0; i < plane; i++) out[c * plane + i] = x[c * plane + i] * ds->std[c] + ds->mean[c];
-}
-
 // --save-views: rows of (source with the test transform, view 1, view 2) for the first images of a batch
 static void save_views(const Run *r, const Batch *batch) {
     const Dataset *ds = &r->ds;
@@ -415,9 +408,9 @@ static void save_views(const Run *r, const Batch *batch) {
     float *cells = xmalloc((size_t)(3 * rows) * img * sizeof(float)), *src = xmalloc((size_t)img * sizeof(float));
     for (int i = 0; i < rows; i++) {
         transform_test(ds, batch->indices[i], src);
-        unnormalise(ds, src, cells + (3L * i) * img);
-        unnormalise(ds, batch->x1 + i * img, cells + (3L * i + 1) * img);
-        unnormalise(ds, batch->x2 + i * img, cells + (3L * i + 2) * img);
+        driver_unnormalise(ds, src, cells + (3L * i) * img);
+        driver_unnormalise(ds, batch->x1 + i * img, cells + (3L * i + 1) * img);
+        driver_unnormalise(ds, batch->x2 + i * img, cells + (3L * i + 2) * img);
     }
     Grid g = {.rows = rows, .cols = 3, .c = ds->c, .h = S, .w = S, .zoom = S <= 32 ? 4 : S <= 64 ? 2 : 1, .pad = 2};
     char err[4400];
