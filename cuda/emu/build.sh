@@ -1,6 +1,6 @@
 #!/bin/bash
 # build.sh [extra compiler flags] - the CUDA path run on the CPU, for machines without a GPU.
-# Builds build/emu/test_runner and build/emu/train with every cuda/*.cu kernel executed by emu.cpp: one fiber per
+# Builds build/emu/test_runner, train, eval and bench with every cuda/*.cu kernel executed by emu.cpp: one fiber per
 # CUDA thread, real __syncthreads and warp-shuffle barriers, launch-configuration checks, and a naive cuBLAS SGEMM
 # with cuBLAS's argument checks. It checks index math, launch geometry and the row-major GEMM calls; it says
 # nothing about speed, memory coalescing or races between blocks, and it is no substitute for a real GPU run.
@@ -38,8 +38,12 @@ for f in "$ROOT"/cuda/*.cu; do
     lib+=("$OUT/obj/cuda_$name.o")
 done
 g++ $CXXFLAGS -c "$EMU/emu.cpp" -o "$OUT/obj/emu.o"
-gcc $CFLAGS -c "$ROOT/train.c" -o "$OUT/obj/train.o"
-LIBS="$BLAS_LIB -lopenblas -lz -lm -lpthread"
-g++ -fopenmp $EXTRA "${tests[@]}" "${lib[@]}" "$OUT/obj/emu.o" -o "$OUT/test_runner" $LIBS
-g++ -fopenmp $EXTRA "$OUT/obj/train.o" "${lib[@]}" "$OUT/obj/emu.o" -o "$OUT/train" $LIBS
-echo "built $OUT/test_runner and $OUT/train (CUDA kernels emulated on the CPU)"
+for prog in train eval driver; do gcc $CFLAGS -c "$ROOT/$prog.c" -o "$OUT/obj/$prog.o"; done
+gcc $CFLAGS -c "$ROOT/bench/bench.c" -o "$OUT/obj/bench.o"
+LIBS="$BLAS_LIB -lopenblas -lturbojpeg -lz -lm -lpthread"
+link() { g++ -fopenmp $EXTRA "$@" "${lib[@]}" "$OUT/obj/emu.o" $LIBS; }
+link "${tests[@]}" -o "$OUT/test_runner"
+link "$OUT/obj/train.o" "$OUT/obj/driver.o" -o "$OUT/train"
+link "$OUT/obj/eval.o" "$OUT/obj/driver.o" -o "$OUT/eval"
+link "$OUT/obj/bench.o" -o "$OUT/bench"
+echo "built $OUT/test_runner, train, eval and bench (CUDA kernels emulated on the CPU)"

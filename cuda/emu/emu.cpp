@@ -6,8 +6,14 @@
 //     missing barrier around shared memory shows up as a wrong result.
 //   * Launches are checked like CUDA checks them (empty grid, grid.y/z > 65535, more than 1024 threads) and report
 //     cudaErrorInvalidConfiguration through cudaGetLastError.
-//   * cuBLAS: column-major SGEMM by definition, with cuBLAS's checks of sizes and leading dimensions; TF32 or any
-//     math mode but the default is refused.
+//   * cuBLAS: column-major SGEMM by definition, with cuBLAS's checks of sizes and leading dimensions. The TF32 math
+//     mode rounds both operands to TF32 (10 mantissa bits, to nearest) before the float multiply-adds, as tensor
+//     cores do; any other math mode but the default is refused.
+//   * Streams and events (see cuda_runtime.h): the legacy default stream runs at once; other streams run only when
+//     waited for, so a missing cudaStreamWaitEvent or a host buffer reused too early shows up as wrong data.
+//   * The runtime's exit: like libcudart, the first call registers an exit handler after which every call returns
+//     cudaErrorCudartUnloading, so a program that frees device memory from its own, earlier registered, atexit
+//     handler meets the same error here as on a GPU.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -37,6 +43,8 @@ static bool protect_mode(void) {
 }
 
 static std::map<void *, size_t> device_blocks;  // protect mode: start -> mapped length
+static std::map<void *, size_t> allocated;      // every live device block -> bytes asked (cudaMemGetInfo)
+static size_t allocated_bytes;
 static int access_depth;
 
 static void set_access(int prot) {
@@ -52,51 +60,238 @@ struct DeviceAccess {  // device memory readable for the lifetime of this object
     }
 };
 
+// ---- the runtime's lifetime: an exit handler registered by the first call, as libcudart does ----
+static bool runtime_up, runtime_gone;
+
+static void runtime_teardown(void) { runtime_gone = true; }
+
+// at the start of every runtime call: cudaErrorCudartUnloading once the exit handler has run
+static cudaError_t enter(void) {
+    if (runtime_gone) return cudaErrorCudartUnloading;
+    if (!runtime_up) {
+        runtime_up = true;
+        atexit(runtime_teardown);
+    }
+    return cudaSuccess;
+}
+
+#define ENTER()                        \
+    do {                               \
+        cudaError_t e_ = enter();      \
+        if (e_ != cudaSuccess) return e_; \
+    } while (0)
+
+// ---- streams: the legacy stream (0) runs at once, the others when waited for ----
+struct PendingOp {
+    bool is_memset;
+    void *dst;
+    const void *src;
+    int value;
+    size_t bytes;
+};
+struct EmuStream {
+    bool nonblocking;
+    std::vector<PendingOp> ops;  // ops[done..] have not run yet
+    size_t done;
+};
+struct EmuEvent {
+    EmuStream *stream;  // NULL: recorded on the legacy stream (complete at once) or never recorded
+    size_t target;      // the stream's op count when recorded: complete once that many ops ran
+};
+static std::vector<EmuStream *> streams;
+
+static void run_op(const PendingOp &op) {
+    DeviceAccess access;
+    if (op.is_memset) memset(op.dst, op.value, op.bytes);
+    else memmove(op.dst, op.src, op.bytes);
+}
+
+static void flush(EmuStream *s, size_t upto) {
+    while (s->done < upto && s->done < s->ops.size()) run_op(s->ops[s->done++]);
+}
+
+static void flush_all(bool blocking_only) {
+    for (EmuStream *s : streams)
+        if (!blocking_only || !s->nonblocking) flush(s, s->ops.size());
+}
+
+// legacy-stream work waits for every blocking stream first (CUDA's implicit synchronisation)
+void emu_legacy_stream_begin(void) { flush_all(true); }
+
+static cudaError_t enqueue(cudaStream_t s, const PendingOp &op) {
+    if (!s) {
+        flush_all(true);
+        run_op(op);
+        return cudaSuccess;
+    }
+    s->ops.push_back(op);
+    return cudaSuccess;
+}
+
 extern "C" {
 cudaError_t cudaMalloc(void **p, size_t bytes) {
+    ENTER();
     if (!protect_mode()) {
         *p = malloc(bytes ? bytes : 1);
-        return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+        if (!*p) return cudaErrorMemoryAllocation;
+    } else {
+        size_t len = (bytes + 4095) / 4096 * 4096 + 4096;
+        void *m = mmap(nullptr, len, access_depth ? PROT_READ | PROT_WRITE : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (m == MAP_FAILED) return cudaErrorMemoryAllocation;
+        device_blocks[m] = len;
+        *p = m;
     }
-    size_t len = (bytes + 4095) / 4096 * 4096 + 4096;
-    void *m = mmap(nullptr, len, access_depth ? PROT_READ | PROT_WRITE : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                   0);
-    if (m == MAP_FAILED) return cudaErrorMemoryAllocation;
-    device_blocks[m] = len;
-    *p = m;
+    allocated[*p] = bytes;
+    allocated_bytes += bytes;
     return cudaSuccess;
 }
 
 cudaError_t cudaFree(void *p) {
+    ENTER();
+    if (!p) return cudaSuccess;
+    flush_all(false);  // cudaFree waits for the device
+    auto a = allocated.find(p);
+    if (a == allocated.end()) return cudaErrorInvalidValue;
+    allocated_bytes -= a->second;
+    allocated.erase(a);
     if (!protect_mode()) {
         free(p);
         return cudaSuccess;
     }
     auto it = device_blocks.find(p);
-    if (it == device_blocks.end()) return cudaErrorInvalidValue;
     munmap(p, it->second);
     device_blocks.erase(it);
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
-    DeviceAccess access;
-    memmove(dst, src, bytes);
+cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned int flags) {
+    ENTER();
+    *p = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaFreeHost(void *p) {
+    ENTER();
+    flush_all(false);
+    free(p);
     return cudaSuccess;
 }
 
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind) {
+    ENTER();
+    return enqueue(nullptr, PendingOp{false, dst, src, 0, bytes});
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind, cudaStream_t s) {
+    ENTER();
+    return enqueue(s, PendingOp{false, dst, src, 0, bytes});
+}
+
 cudaError_t cudaMemset(void *p, int value, size_t bytes) {
-    DeviceAccess access;
-    memset(p, value, bytes);
+    ENTER();
+    return enqueue(nullptr, PendingOp{true, p, nullptr, value, bytes});
+}
+
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s) {
+    ENTER();
+    return enqueue(s, PendingOp{true, p, nullptr, value, bytes});
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
+    ENTER();
+    *s = new EmuStream{(flags & cudaStreamNonBlocking) != 0, {}, 0};
+    streams.push_back(*s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    ENTER();
+    if (!s) return cudaErrorInvalidResourceHandle;
+    flush(s, s->ops.size());  // queued work still runs, as in CUDA
+    for (size_t i = 0; i < streams.size(); i++)
+        if (streams[i] == s) streams.erase(streams.begin() + (long)i);
+    delete s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    ENTER();
+    if (!s) flush_all(true);
+    else flush(s, s->ops.size());
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags) {
+    ENTER();
+    *e = new EmuEvent{nullptr, 0};
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    ENTER();
+    delete e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    ENTER();
+    if (!s) flush_all(true);  // the legacy stream has run everything queued so far
+    e->stream = s;
+    e->target = s ? s->ops.size() : 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    ENTER();
+    return !e->stream || e->stream->done >= e->target ? cudaSuccess : cudaErrorNotReady;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    ENTER();
+    if (e->stream) flush(e->stream, e->target);
+    return cudaSuccess;
+}
+
+// the waiting stream's later work runs at once in this emulator (legacy) or when it is flushed, so the event's work
+// runs now: a valid schedule, and the only way later legacy work can see its result
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags) {
+    ENTER();
+    if (e->stream) flush(e->stream, e->target);
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceCount(int *n) {
+    ENTER();
     *n = 1;
     return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+static const size_t EMU_DEVICE_BYTES = 16ull << 30;
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
+    ENTER();
+    memset(prop, 0, sizeof *prop);
+    snprintf(prop->name, sizeof prop->name, "CUDA emulator on the CPU");
+    prop->totalGlobalMem = EMU_DEVICE_BYTES;
+    prop->major = 9;
+    prop->minor = 0;
+    prop->multiProcessorCount = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    ENTER();
+    *total_bytes = EMU_DEVICE_BYTES;
+    *free_bytes = allocated_bytes < EMU_DEVICE_BYTES ? EMU_DEVICE_BYTES - allocated_bytes : 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+    ENTER();
+    flush_all(false);
+    return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError(void) {
     cudaError_t e = last_error;
@@ -105,13 +300,23 @@ cudaError_t cudaGetLastError(void) {
 }
 
 const char *cudaGetErrorString(cudaError_t e) {
-    return e == cudaSuccess ? "no error" : e == cudaErrorInvalidConfiguration ? "invalid configuration argument"
-                                                                              : "emulated CUDA error";
+    switch (e) {
+        case cudaSuccess: return "no error";
+        case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+        case cudaErrorCudartUnloading: return "driver shutting down";
+        case cudaErrorNotReady: return "device not ready";
+        default: return "emulated CUDA error";
+    }
 }
 
 const char *cudaGetErrorName(cudaError_t e) {
-    return e == cudaSuccess ? "cudaSuccess" : e == cudaErrorInvalidConfiguration ? "cudaErrorInvalidConfiguration"
-                                                                                 : "cudaErrorEmulated";
+    switch (e) {
+        case cudaSuccess: return "cudaSuccess";
+        case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+        case cudaErrorCudartUnloading: return "cudaErrorCudartUnloading";
+        case cudaErrorNotReady: return "cudaErrorNotReady";
+        default: return "cudaErrorEmulated";
+    }
 }
 }
 
@@ -244,6 +449,7 @@ void emu_launch(dim3 grid, dim3 block, std::function<void()> body) {
         return;
     }
     if (threads % 32) fail("block size not a multiple of 32 (the engine's reductions assume whole warps)");
+    emu_legacy_stream_begin();
     int n = (int)threads;
     for (size_t f = fibers.size(); f < (size_t)n; f++) {
         fibers.push_back(Fiber{});
@@ -278,7 +484,7 @@ static void free_handle(void) { delete the_handle; }
 static cublasStatus_t check_gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                  int lda, int ldb, int ldc) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-    if (h->math != CUBLAS_DEFAULT_MATH) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (h->math != CUBLAS_DEFAULT_MATH && h->math != CUBLAS_TF32_TENSOR_OP_MATH) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
     int rows_a = ta == CUBLAS_OP_N ? m : k, rows_b = tb == CUBLAS_OP_N ? k : n;
     if (lda < (rows_a > 1 ? rows_a : 1) || ldb < (rows_b > 1 ? rows_b : 1) || ldc < (m > 1 ? m : 1)) {
@@ -289,15 +495,28 @@ static cublasStatus_t check_gemm(cublasHandle_t h, cublasOperation_t ta, cublasO
     return CUBLAS_STATUS_SUCCESS;
 }
 
+// a float rounded to TF32: 10 explicit mantissa bits, to nearest with ties away from zero (cvt.rna.tf32.f32)
+static float to_tf32(float x) {
+    unsigned int bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & 0xffffe000u;  // Inf and NaN stay
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
 // column-major C (m, n) = alpha op(A) op(B) + beta C; C is not read when beta == 0
 static void gemm_colmajor(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                          const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+                          const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc, bool tf32) {
     for (int j = 0; j < n; j++) {
         for (int i = 0; i < m; i++) {
             float s = 0.0f;
             for (int p = 0; p < k; p++) {
                 float a = ta == CUBLAS_OP_N ? A[i + (long)p * lda] : A[p + (long)i * lda];
                 float b = tb == CUBLAS_OP_N ? B[p + (long)j * ldb] : B[j + (long)p * ldb];
+                if (tf32) {
+                    a = to_tf32(a);
+                    b = to_tf32(b);
+                }
                 s += a * b;
             }
             float *c = &C[i + (long)j * ldc];
@@ -326,8 +545,9 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
                            float *C, int ldc) {
     cublasStatus_t status = check_gemm(h, ta, tb, m, n, k, lda, ldb, ldc);
     if (status != CUBLAS_STATUS_SUCCESS) return status;
+    emu_legacy_stream_begin();
     DeviceAccess access;
-    gemm_colmajor(ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+    gemm_colmajor(ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc, h->math == CUBLAS_TF32_TENSOR_OP_MATH);
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -338,10 +558,11 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
     cublasStatus_t status = check_gemm(h, ta, tb, m, n, k, lda, ldb, ldc);
     if (status != CUBLAS_STATUS_SUCCESS) return status;
     if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    emu_legacy_stream_begin();
     DeviceAccess access;
     for (int b = 0; b < batch; b++)
         gemm_colmajor(ta, tb, m, n, k, *alpha, A + b * stride_a, lda, B + b * stride_b, ldb, *beta, C + b * stride_c,
-                      ldc);
+                      ldc, h->math == CUBLAS_TF32_TENSOR_OP_MATH);
     return CUBLAS_STATUS_SUCCESS;
 }
 }
