@@ -58,7 +58,7 @@ void reduce_sum_forward_cuda(float *out, const float *x, long outer, long dim, l
     long rows = outer * inner;
     if (rows <= 0) return;
     if (dim <= 0) {  // an empty sum is zero
-        CUDA_CHECK(cudaMemset(out, 0, (size_t)rows * sizeof(float)));
+        CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)rows * sizeof(float), 0));
         return;
     }
     // inner == 1: rows are contiguous, split into ROW_CHUNK pieces, partial[row * chunks + chunk].

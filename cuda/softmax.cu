@@ -116,7 +116,7 @@ static __global__ void cross_entropy_mean_kernel(float *loss, const double *row_
 void cross_entropy_forward_cuda(float *loss, float *probs, const float *logits, const int *labels, int N, int K,
                                 int n_valid) {
     if (N <= 0 || K <= 0) {
-        CUDA_CHECK(cudaMemset(loss, 0, sizeof(float)));
+        CUDA_CHECK(cudaMemsetAsync(loss, 0, sizeof(float), 0));
         return;
     }
     size_t bytes = (size_t)N * sizeof(double);
