@@ -120,8 +120,12 @@ static inline void scratch_free(void *ptr, size_t bytes) { dev_free(DEV_CUDA, pt
 cublasHandle_t cublas_handle(void);
 // Row-major, batched: C_b (M, N) = alpha * op(A_b) op(B_b) + beta * C_b for b < batch, with leading dimensions
 // (row pitches) lda, ldb, ldc and element strides between batch members (0 = the same matrix for every b).
+// tf32: TF32 tensor-core math (inputs rounded to 10 mantissa bits, FP32 accumulation) instead of FP32.
 void gemm_rowmajor_batched(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                            long stride_a, const float *B, int ldb, long stride_b, float beta, float *C, int ldc,
-                           long stride_c, int batch);
+                           long stride_c, int batch, bool tf32);
+// gemm_cuda's contiguous single product, with the math mode chosen by the caller
+void gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, const float *B,
+                   float beta, float *C, bool tf32);
 
 #endif

@@ -8,9 +8,12 @@
 #include "tuning.h"
 
 static long workspace_limit = 1L << 25;
+static bool use_tf32;   // TF32 for every GEMM of this file (engine_set_tf32)
 
 void conv_cuda_set_workspace_limit(long floats) { workspace_limit = floats > 0 ? floats : 1; }
 long conv_cuda_workspace_limit(void) { return workspace_limit; }
+void conv_cuda_set_tf32(bool on) { use_tf32 = on; }
+bool conv_cuda_tf32(void) { return use_tf32; }
 
 // images per chunk so that the chunk's scratch fits the workspace limit (at least one image)
 static int images_per_chunk(int N, long floats_per_image) {
@@ -85,7 +88,8 @@ void conv2d_forward_cuda(float *out, const float *x, const float *w, const float
     int P = Ho * Wo, R = C * K * K;
     if (is_plain_gemm(K, stride, pad)) {
         // out_n (Co, P) = w (Co, C) x_n (C, P) for every image n
-        gemm_rowmajor_batched(false, false, Co, P, C, 1.0f, w, C, 0, x, P, (long)C * P, 0.0f, out, P, (long)Co * P, N);
+        gemm_rowmajor_batched(false, false, Co, P, C, 1.0f, w, C, 0, x, P, (long)C * P, 0.0f, out, P, (long)Co * P, N,
+                              use_tf32);
         bias_forward_cuda(out, b, N, Co, P);
         return;
     }
@@ -96,7 +100,7 @@ void conv2d_forward_cuda(float *out, const float *x, const float *w, const float
     for (int n0 = 0; n0 < N; n0 += nb) {
         int cur = N - n0 < nb ? N - n0 : nb;
         im2col(col, x + (long)n0 * C * H * W, cur, C, H, W, K, stride, pad, Ho, Wo);
-        gemm_cuda(false, false, Co, cur * P, R, 1.0f, w, col, 0.0f, out_cm);  // (Co, R) x (R, cur*P)
+        gemm_rowmajor(false, false, Co, cur * P, R, 1.0f, w, col, 0.0f, out_cm, use_tf32);  // (Co, R) x (R, cur*P)
         swap_outer(out + (long)n0 * Co * P, out_cm, b, Co, cur, P);             // -> (cur, Co, P) + bias
     }
     scratch_free(col, bytes);
@@ -113,7 +117,7 @@ void conv2d_backward_cuda(float *dx, float *dw, float *db, const float *dout, co
     if (dx && is_plain_gemm(K, stride, pad)) {
         // dx_n (C, P) += w^T (C, Co) dout_n (Co, P) for every image n, straight into dx
         gemm_rowmajor_batched(true, false, C, P, Co, 1.0f, w, C, 0, dout, P, (long)Co * P, 1.0f, dx, P, (long)C * P,
-                              N);
+                              N, use_tf32);
         dx_by_chunks = false;
     }
     if (!dx_by_chunks && !dw) return;
@@ -127,11 +131,11 @@ void conv2d_backward_cuda(float *dx, float *dw, float *db, const float *dout, co
         if (dw) {
             // dw (Co, R) += dout_cm (Co, cur*P) col^T (cur*P, R): the sum over this chunk's images and positions
             im2col(col, x + (long)n0 * C * H * W, cur, C, H, W, K, stride, pad, Ho, Wo);
-            gemm_cuda(false, true, Co, R, cur * P, 1.0f, dout_cm, col, 1.0f, dw);
+            gemm_rowmajor(false, true, Co, R, cur * P, 1.0f, dout_cm, col, 1.0f, dw, use_tf32);
         }
         if (dx_by_chunks) {
             // dcol (R, cur*P) = w^T (R, Co) dout_cm (Co, cur*P), then folded back onto the pixels
-            gemm_cuda(true, false, R, cur * P, Co, 1.0f, w, dout_cm, 0.0f, col);
+            gemm_rowmajor(true, false, R, cur * P, Co, 1.0f, w, dout_cm, 0.0f, col, use_tf32);
             col2im_add_kernel<<<blocks_for((long)cur * C * H * W), THREADS>>>(dx + (long)n0 * C * H * W, col, cur, C,
                                                                               H, W, K, stride, pad, Ho, Wo);
             LAUNCH_CHECK();

@@ -1,4 +1,4 @@
-// engine.c - thread settings and a one-line description of the build.
+// engine.c - engine settings (CPU threads, TF32) and a one-line description of the build.
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +11,12 @@
 #include "../tensor/device.h"
 #include "ops.h"
 
+#ifdef USE_CUDA
+#include "../cuda/tuning.h"
+#endif
+
 static int threads = 0;
+static bool tf32 = false;
 
 void engine_set_threads(int n) {
     if (n <= 0) return;
@@ -31,20 +36,35 @@ int engine_threads(void) {
 #endif
 }
 
+// The CPU path has no TF32: it is always FP32, so the flag only changes CUDA convolutions.
+void engine_set_tf32(bool on) {
+    tf32 = on;
+#ifdef USE_CUDA
+    conv_cuda_set_tf32(on);
+#endif
+}
+
+bool engine_tf32(void) { return tf32; }
+
 void engine_describe(char *buf, int size) {
-    snprintf(buf, (size_t)size, "BLAS: %s | CPU threads: %d | OpenMP: %s | CUDA: %s",
-             openblas_get_config(), engine_threads(),
+    char cuda[200];
+#ifdef USE_CUDA
+    char device[160];
+    if (dev_cuda_describe(device, sizeof device))
+        snprintf(cuda, sizeof cuda, "%s, convolutions in %s", device, tf32 ? "TF32" : "FP32");
+    else
+        snprintf(cuda, sizeof cuda, "built, no device found");
+#else
+    snprintf(cuda, sizeof cuda, "not built");
+#endif
+    snprintf(buf, (size_t)size, "BLAS: %s | CPU threads: %d | OpenMP: %s | CUDA: %s", openblas_get_config(),
+             engine_threads(),
 #ifdef _OPENMP
              "yes",
 #else
              "no",
 #endif
-#ifdef USE_CUDA
-             dev_cuda_available() ? "built, device present" : "built, no device found"
-#else
-             "not built"
-#endif
-    );
+             cuda);
 }
 
 // libgomp reads its wait policy once, when it loads, so a driver that wants it set re-executes itself.

@@ -11,10 +11,17 @@
 #include "shape.h"
 #include "softmax.h"
 
+#include <stdbool.h>
+
 // Threads for the CPU path: OpenBLAS's own for GEMMs and OpenMP for the loops. n <= 0 keeps the default.
 void engine_set_threads(int n);
 int engine_threads(void);
-// One line naming the BLAS, the thread count and whether CUDA is available (printed by the drivers at start).
+// TF32 tensor-core math for the CUDA convolutions (forward and backward GEMMs), as PyTorch's
+// torch.backends.cudnn.allow_tf32: ~2^-11 relative rounding of every product's inputs, FP32 accumulation. Off by
+// default and in every equivalence test. Never applies to op_matmul (the NCE scores) or op_linear, nor to the CPU.
+void engine_set_tf32(bool on);
+bool engine_tf32(void);
+// One line naming the BLAS, the thread count and the CUDA device (printed by the drivers at start).
 void engine_describe(char *buf, int size);
 // Re-executes the program with OMP_WAIT_POLICY=passive unless the user set a policy (see engine.c for why).
 void engine_prefer_passive_wait(char **argv);
