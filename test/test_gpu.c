@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/amdim.h"
 #include "../ops/ops.h"
 #include "../tensor/device.h"
 #include "test.h"
@@ -41,15 +42,27 @@ static const Tol TOL_OPTIM = {1e-6, 1e-5};
 
 #define MAX_INPUTS 6
 
-static bool skip_without_cuda(void) {
-    if (dev_cuda_available()) return false;
+// 0 when a CUDA device is present. Otherwise prints why and returns -1 (the test is skipped), or 1 (it fails) when
+// the environment has REQUIRE_GPU=1 (make test-gpu, tools/gpu_check.sh): there a missing GPU is an error.
+// Also called by the GPU golden test (test/test_model.c).
+int skip_without_cuda(void) {
+    if (dev_cuda_available()) return 0;
+    const char *req = getenv("REQUIRE_GPU");
+    bool required = req && *req && strcmp(req, "0") != 0;
 #ifdef USE_CUDA
-    printf("    skipped: no CUDA device found (this build has CUDA support)\n");
+    const char *why = "no CUDA device found (this build has CUDA support)";
 #else
-    printf("    skipped: CPU-only build (GPU=0 or no nvcc), no CUDA path to compare\n");
+    const char *why = "CPU-only build (GPU=0 or no nvcc), no CUDA path to compare";
 #endif
-    return true;
+    printf(required ? "    FAIL REQUIRE_GPU=1 but %s\n" : "    skipped: %s\n", why);
+    return required ? 1 : -1;
 }
+
+#define RETURN_IF_NO_CUDA()                    \
+    do {                                       \
+        int skip_ = skip_without_cuda();       \
+        if (skip_) return skip_;               \
+    } while (0)
 
 // host copy of numel floats at `ptr` on t's device; the caller frees it
 static float *host_copy(const Tensor *t, const float *ptr) {
@@ -174,7 +187,7 @@ static Tensor *build_elementwise(Tensor **in, void *ctx) {
 }
 
 static int gpu_elementwise(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 101);
     int fails = 0;
@@ -206,7 +219,7 @@ static Tensor *build_reduce(Tensor **in, void *ctx) {
 }
 
 static int gpu_reduce(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 102);
     int fails = 0;
@@ -247,7 +260,7 @@ static Tensor *build_matmul(Tensor **in, void *ctx) {
 static Tensor *build_linear(Tensor **in, void *ctx) { return op_linear(in[0], in[1], *(bool *)ctx ? in[2] : NULL); }
 
 static int gpu_linalg(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 103);
     int fails = 0;
@@ -298,7 +311,7 @@ static int compare_conv(const char *name, Rng *rng, int N, int C, int H, int Co,
 }
 
 static int gpu_conv(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 104);
     int fails = 0;
@@ -347,7 +360,7 @@ static Tensor *build_spatial(Tensor **in, void *ctx) {
 }
 
 static int gpu_pool_pad(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 105);
     int fails = 0;
@@ -423,7 +436,7 @@ static int compare_batchnorm(const char *name, Rng *rng, int ndim, const int *sh
 }
 
 static int gpu_batchnorm(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 106);
     int fails = compare_batchnorm("bn2d train (4,5,3,3)", &rng, SHAPE(4, 5, 3, 3), true);
@@ -443,7 +456,7 @@ static Tensor *build_softmax(Tensor **in, void *ctx) {
 }
 
 static int gpu_softmax(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 107);
     int fails = 0;
@@ -468,7 +481,7 @@ static int gpu_softmax(void) {
 static Tensor *build_cross_entropy(Tensor **in, void *ctx) { return op_cross_entropy(in[0], ctx); }
 
 static int gpu_cross_entropy(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 108);
     int fails = 0;
@@ -495,7 +508,7 @@ static Tensor *build_nce(Tensor **in, void *ctx) {
 }
 
 static int gpu_nce(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 109);
     int fails = 0;
@@ -536,7 +549,7 @@ static Tensor *build_move(Tensor **in, void *ctx) {
 }
 
 static int gpu_shape(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 110);
     int fails = 0;
@@ -624,7 +637,7 @@ static void optimise_on(Device dev, bool adam, OptimRun *run) {
 }
 
 static int gpu_optim(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     int fails = 0;
     char what[64];
     for (int adam = 0; adam < 2; adam++) {
@@ -647,7 +660,7 @@ static int gpu_optim(void) {
 
 // ---- determinism: the reductions behind these ops must give bit-identical results run after run ----
 static int gpu_deterministic(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 112);
     int fails = 0;
@@ -902,7 +915,7 @@ static int guard_movement(Rng *rng) {
 }
 
 static int gpu_guard_bytes(void) {
-    if (skip_without_cuda()) return -1;
+    RETURN_IF_NO_CUDA();
     Rng rng;
     rng_seed(&rng, 113);
     int fails = guard_gemm(&rng);
@@ -915,11 +928,422 @@ static int gpu_guard_bytes(void) {
     return fails;
 }
 #else
-static int gpu_guard_bytes(void) {
-    printf("    skipped: CPU-only build (GPU=0 or no nvcc), no CUDA kernels to call\n");
-    return -1;
+static int gpu_guard_bytes(void) { return skip_without_cuda(); }   // a CPU-only build: no CUDA kernels to call
+#endif
+
+// ---- the pool's NaN poisoning (POISON_POOL=1): a fresh or reused block reads as NaN on both devices ----
+static int gpu_poison(void) {
+    RETURN_IF_NO_CUDA();
+    bool keep = dev_pool_poison();
+    dev_pool_set_poison(true);
+    int fails = 0;
+    for (Device d = DEV_CPU; d <= DEV_CUDA; d++) {
+        for (int round = 0; round < 2; round++) {   // round 1 gets the block round 0 gave back, holding zeros
+            Tensor *t = tensor_new(d, SHAPE(1000));
+            float *h = host_copy(t, t->data);
+            long nan = 0;
+            for (int i = 0; i < 1000; i++) nan += isnan(h[i]);
+            fails += check_true(nan == 1000, "%s: %s block from the pool reads NaN everywhere (%ld of 1000)",
+                                device_name(d), round ? "a reused" : "a fresh", nan);
+            dev_zero(d, t->data, 1000 * sizeof(float));
+            free(h);
+            tensor_free(t);
+        }
+    }
+    dev_pool_set_poison(keep);
+    return fails;
+}
+
+// ---- host-to-device copies return at once (pinned staging ring); the caller's buffer is reusable at once ----
+static int gpu_staging(void) {
+    RETURN_IF_NO_CUDA();
+    int fails = 0, n_copies = 100, n = 16384;   // 100 copies of 64 KiB through a 1 MiB ring: it wraps 6 times
+    dev_set_staging_bytes((size_t)1 << 20);
+    float *host = xmalloc((size_t)n * sizeof(float));
+    Tensor **dev = xmalloc((size_t)n_copies * sizeof(Tensor *));
+    for (int c = 0; c < n_copies; c++) {
+        for (int i = 0; i < n; i++) host[i] = (float)(c * n + i);   // the same host buffer, rewritten every time
+        dev[c] = tensor_new(DEV_CUDA, SHAPE(n));
+        tensor_copy_from_host(dev[c], host);
+    }
+    long wrong = 0;
+    for (int c = 0; c < n_copies; c++) {
+        float *h = host_copy(dev[c], dev[c]->data);
+        for (int i = 0; i < n; i++) wrong += h[i] != (float)(c * n + i);
+        free(h);
+        tensor_free(dev[c]);
+    }
+    fails += check_true(wrong == 0, "100 uploads of 64 KiB from one reused host buffer through a 1 MiB ring: each "
+                        "holds its own bytes (%ld wrong)", wrong);
+    // larger than half the ring: the synchronous path
+    int big = 150000;
+    float *hb = xmalloc((size_t)big * sizeof(float));
+    for (int i = 0; i < big; i++) hb[i] = (float)i * 0.5f;
+    Tensor *tb = tensor_from(DEV_CUDA, SHAPE(big), hb);
+    float *back = host_copy(tb, tb->data);
+    fails += check_true(memcmp(back, hb, (size_t)big * sizeof(float)) == 0, "a 600 KB upload (over half the ring) "
+                        "arrives whole");
+    free(back);
+    free(hb);
+    tensor_free(tb);
+    free(host);
+    free(dev);
+    dev_set_staging_bytes((size_t)64 << 20);
+    return fails;
+}
+
+// ---- the Uploader: batch s+1 uploaded while batch s is read, from one reused host buffer, on each device ----
+static int gpu_uploader(void) {
+    RETURN_IF_NO_CUDA();
+    int fails = 0, n = 5000, steps = 6;
+    for (Device d = DEV_CPU; d <= DEV_CUDA; d++) {
+        Uploader *up = uploader_new(d, (size_t)n * sizeof(float), 2);
+        float *host = xmalloc((size_t)n * sizeof(float)), *want = xmalloc((size_t)n * sizeof(float));
+        Tensor *x = tensor_header(d, SHAPE(n));   // points at the uploader's buffer of the step
+        long wrong = 0;
+        for (int i = 0; i < n; i++) host[i] = (float)i;
+        void *next = uploader_put(up, host, (size_t)n * sizeof(float));
+        for (int step = 0; step < steps; step++) {
+            for (int i = 0; i < n; i++) want[i] = 2.0f * (float)(step * n + i);
+            uploader_use(up, next);
+            x->data = next;
+            Tensor *y = op_scale(x, 2.0f);                                 // the step, queued
+            if (step + 1 < steps) {                                        // the next batch, while it runs
+                for (int i = 0; i < n; i++) host[i] = (float)((step + 1) * n + i);
+                next = uploader_put(up, host, (size_t)n * sizeof(float));
+            }
+            float *h = host_copy(y, y->data);                              // the step's result
+            for (int i = 0; i < n; i++) wrong += h[i] != want[i];
+            free(h);
+            tape_clear();
+        }
+        fails += check_true(wrong == 0, "%s: %d batches through a 2-deep uploader, each put while the one before is "
+                            "read: every step saw its own batch (%ld wrong)", device_name(d), steps, wrong);
+        x->data = NULL;
+        tensor_free(x);
+        free(host);
+        free(want);
+        uploader_free(up);
+    }
+    return fails;
+}
+
+// ---- TF32: the convolutions in TF32 when asked, within TF32's rounding; the NCE score GEMM stays FP32 ----
+#ifdef USE_CUDA
+// |tf32 - fp32| <= TF32_BOUND * sum_k |a_k| |b_k| + 1e-6 for every output: each input of a product is rounded to
+// 10 mantissa bits (relative error 2^-11 to nearest, 2^-10 truncated), so a product is off by at most 2^-9 of its
+// size, plus FP32 accumulation (K * 2^-24, far below). sum |a||b| is the same op on |inputs|.
+#define TF32_BOUND (1.0 / 512)
+
+static int check_tf32(const char *what, const float *got, const float *want, const float *abs_sum, long n) {
+    double worst = 0, max_abs = 0;
+    long bad = 0;
+    for (long i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - want[i]), budget = TF32_BOUND * abs_sum[i] + 1e-6;
+        if (!(err <= budget)) bad++;   // NaN fails
+        if (err / budget > worst) worst = err / budget;
+        if (err > max_abs) max_abs = err;
+    }
+    return check_true(bad == 0, "%-30s n=%-7ld max_abs=%.2e within 2^-9 * sum|a||b| + 1e-6: budget=%5.1f%%", what, n,
+                      max_abs, 100 * worst);
+}
+
+static void abs_copy(float *dst, const float *src, long n) {
+    for (long i = 0; i < n; i++) dst[i] = fabsf(src[i]);
+}
+
+// conv forward and backward with TF32 against the CPU's FP32, and TF32 really used (results differ from FP32)
+static int tf32_conv(Rng *rng, int N, int C, int H, int Co, int K, int stride, int pad) {
+    int Ho = (H + 2 * pad - K) / stride + 1, fails = 0;
+    long nx = (long)N * C * H * H, nw = (long)Co * C * K * K, nout = (long)N * Co * Ho * Ho;
+    float *x = random_host(rng, nx, -1, 1), *w = random_host(rng, nw, -1, 1), *dout = random_host(rng, nout, -1, 1);
+    float *ax = xmalloc((size_t)nx * sizeof(float)), *aw = xmalloc((size_t)nw * sizeof(float));
+    float *adout = xmalloc((size_t)nout * sizeof(float));
+    abs_copy(ax, x, nx);
+    abs_copy(aw, w, nw);
+    abs_copy(adout, dout, nout);
+    float *want[3], *bound[3];   // out, dx, dw
+    long sizes[3] = {nout, nx, nw};
+    for (int k = 0; k < 3; k++) {
+        want[k] = xcalloc((size_t)sizes[k], sizeof(float));
+        bound[k] = xcalloc((size_t)sizes[k], sizeof(float));
+    }
+    conv2d_forward_cpu(want[0], x, w, NULL, N, C, H, H, Co, K, stride, pad);
+    conv2d_backward_cpu(want[1], want[2], NULL, dout, x, w, N, C, H, H, Co, K, stride, pad);
+    conv2d_forward_cpu(bound[0], ax, aw, NULL, N, C, H, H, Co, K, stride, pad);
+    conv2d_backward_cpu(bound[1], bound[2], NULL, adout, ax, aw, N, C, H, H, Co, K, stride, pad);
+    Tensor *gx = to_device(x, nx), *gw = to_device(w, nw), *gdout = to_device(dout, nout);
+    float *got[2][3];   // [tf32][out, dx, dw]
+    for (int tf32 = 0; tf32 < 2; tf32++) {
+        engine_set_tf32(tf32);
+        Tensor *out = tensor_new(DEV_CUDA, SHAPE((int)nout)), *dx = tensor_zeros(DEV_CUDA, SHAPE((int)nx));
+        Tensor *dw = tensor_zeros(DEV_CUDA, SHAPE((int)nw));
+        conv2d_forward_cuda(out->data, gx->data, gw->data, NULL, N, C, H, H, Co, K, stride, pad);
+        conv2d_backward_cuda(dx->data, dw->data, NULL, gdout->data, gx->data, gw->data, N, C, H, H, Co, K, stride,
+                             pad);
+        got[tf32][0] = host_copy(out, out->data);
+        got[tf32][1] = host_copy(dx, dx->data);
+        got[tf32][2] = host_copy(dw, dw->data);
+        tensor_free(out);
+        tensor_free(dx);
+        tensor_free(dw);
+    }
+    engine_set_tf32(false);
+    static const char *const parts[3] = {"out", "dx", "dw"};
+    long differ = 0;
+    for (int k = 0; k < 3; k++) {
+        char what[64];
+        snprintf(what, sizeof what, "tf32 conv k%d s%d p%d C%d %s", K, stride, pad, C, parts[k]);
+        fails += check_tf32(what, got[1][k], want[k], bound[k], sizes[k]);
+        for (long i = 0; i < sizes[k]; i++) differ += got[1][k][i] != got[0][k][i];
+        free(got[0][k]);
+        free(got[1][k]);
+        free(want[k]);
+        free(bound[k]);
+    }
+    fails += check_true(differ > 0, "tf32 conv k%d C%d: TF32 results differ from FP32 in %ld of %ld values (TF32 is "
+                        "really used)", K, C, differ, nout + nx + nw);
+    float *hosts[] = {x, w, dout, ax, aw, adout};
+    for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) free(hosts[i]);
+    tensor_free(gx);
+    tensor_free(gw);
+    tensor_free(gdout);
+    return fails;
 }
 #endif
+
+static int gpu_tf32(void) {
+    RETURN_IF_NO_CUDA();
+#ifdef USE_CUDA
+    Rng rng;
+    rng_seed(&rng, 114);
+    int fails = tf32_conv(&rng, 4, 16, 9, 8, 3, 1, 1);   // im2col path, R = 144
+    fails += tf32_conv(&rng, 3, 32, 5, 16, 1, 1, 0);     // the plain-GEMM 1x1 path
+    // the NCE score GEMM (op_matmul) is bit-identical with TF32 on and off
+    Tensor *in[2] = {test_tensor(&rng, true, -1, 1, SHAPE(24, 64)), test_tensor(&rng, true, -1, 1, SHAPE(40, 64))};
+    Tensor *g[2] = {tensor_to(in[0], DEV_CUDA), tensor_to(in[1], DEV_CUDA)};
+    float *scores[2];
+    for (int tf32 = 0; tf32 < 2; tf32++) {
+        engine_set_tf32(tf32);
+        Tensor *r = op_matmul(g[0], g[1], false, true);
+        scores[tf32] = host_copy(r, r->data);
+        tape_clear();
+    }
+    engine_set_tf32(false);
+    fails += check_close("matmul (NCE scores) TF32 on = off", scores[1], scores[0], 24 * 40, 0, 0);
+    for (int k = 0; k < 2; k++) {
+        free(scores[k]);
+        tensor_free(in[k]);
+        tensor_free(g[k]);
+    }
+    return fails;
+#else
+    return -1;   // not reached: a CPU-only build returned above
+#endif
+}
+
+// ---- one whole AMDIM step on both devices: every loss term, both classifiers' logits, every parameter gradient
+// and every BN running statistic after the step ----
+// Tolerances, the golden test's budget (test/test_model.c; the same float32 model in another order of sums):
+// loss terms 1e-5 abs + 1e-5 rel; per tensor atol = 1e-4 * max|cpu| + 1e-7 with rtol 1e-3 for gradients, logits
+// and BN statistics. The two head shortcut biases feed a train-mode BN, so their exact gradient is zero and both
+// devices hold rounding noise: they are held to the largest gradient of the model instead of their own.
+// ReLU kinks: a pre-activation within rounding noise of 0 can land on either side on the two devices (seen: 9.2e-6
+// on the CPU, -4.5e-7 under the emulator). In the MLP classifier, whose hidden units see only 2B rows, that changes
+// the unit's gradient outright; so the hidden units whose ReLU pattern differs between the devices are listed with
+// their values and left out of cls_mlp.fc1.weight's rows and cls_mlp.bn.*'s entries. More than 1% of them fails.
+typedef struct {
+    float loss[6];
+    float *grad, *data, *lin, *mlp;   // host copies: the gradient block, the data block after the step, logits
+    float *mlp_pre;                   // (2B, AMDIM_CLS_HIDDEN) the MLP classifier's BN output, before its ReLU
+    long n_logits;
+} StepResult;
+
+static void amdim_step_on(Device dev, const AmdimConfig *cfg, const float *params, int B, StepResult *res) {
+    Amdim m;
+    char err[256];
+    CHECK(amdim_init(&m, cfg, dev, 7, err, sizeof err) == 0, "%s", err);
+    dev_copy(m.ps.data->data, dev, params, DEV_CPU, (size_t)m.ps.total * sizeof(float));
+    int C = cfg->in_channels, S = cfg->input_size;
+    Rng rng;
+    rng_seed(&rng, 515);
+    Tensor *x1 = tensor_new(DEV_CPU, SHAPE(B, C, S, S)), *x2 = tensor_new(DEV_CPU, SHAPE(B, C, S, S));
+    tensor_fill_normal(x1, &rng, 0, 1);
+    tensor_fill_normal(x2, &rng, 0, 1);
+    int *labels = xmalloc((size_t)B * sizeof(int)), *idx1 = xmalloc((size_t)B * sizeof(int));
+    int *idx2 = xmalloc((size_t)B * sizeof(int));
+    for (int i = 0; i < B; i++) {
+        labels[i] = i % 5 == 3 ? -1 : rng_int(&rng, cfg->n_classes);
+        idx1[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
+        idx2[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
+    }
+    Tensor *d1 = tensor_to(x1, dev), *d2 = tensor_to(x2, dev);
+    paramset_zero_grad(&m.ps);
+    AmdimLoss L = amdim_loss(&m, d1, d2, labels, idx1, idx2, &rng);   // dropout masks: the same host stream
+    backward(L.total);
+    Tensor *terms[6] = {L.l1t5, L.l1t7, L.l5t5, L.reg, L.cls, L.total};
+    for (int k = 0; k < 6; k++) res->loss[k] = tensor_item(terms[k]);
+    res->grad = host_copy(m.ps.grad, m.ps.grad->data);
+    res->data = host_copy(m.ps.data, m.ps.data->data);
+    res->lin = host_copy(L.lin_logits, L.lin_logits->data);
+    res->mlp = host_copy(L.mlp_logits, L.mlp_logits->data);
+    res->n_logits = L.lin_logits->numel;
+    res->mlp_pre = NULL;
+    for (long i = tape_node_count() - 1; i >= 0 && !res->mlp_pre; i--) {   // the last BN on the tape is the MLP's
+        Node *n = tape_node(i);
+        if (!strcmp(n->op_name, "batchnorm") && n->out->ndim == 2 && n->out->shape[1] == AMDIM_CLS_HIDDEN)
+            res->mlp_pre = host_copy(n->out, n->out->data);
+    }
+    CHECK(res->mlp_pre, "no MLP classifier batchnorm on the tape");
+    tape_clear();
+    Tensor *tensors[] = {x1, x2, d1, d2};
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; i++) tensor_free(tensors[i]);
+    free(labels);
+    free(idx1);
+    free(idx2);
+    amdim_free(&m);
+}
+
+static double max_abs_of(const float *v, long n) {
+    double m = 0;
+    for (long i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+    return m;
+}
+
+static int compare_amdim_step(const char *name, const AmdimConfig *cfg, int B) {
+    // The parameters both devices start from: the official initialisation, except that the zero-initialised
+    // tensors (each residual unit's and phi head's last conv, BN shifts) get random values, so that no gradient is
+    // trivially zero (behind a zero conv2, conv1's gradient would be).
+    Amdim ref;
+    char err[256];
+    CHECK(amdim_init(&ref, cfg, DEV_CPU, 7, err, sizeof err) == 0, "%s", err);
+    Rng rng;
+    rng_seed(&rng, 616);
+    for (int i = 0; i < ref.ps.count; i++) {
+        Tensor *p = ref.ps.params[i];
+        if (ref.ps.is_buffer[i] || max_abs_of(p->data, p->numel) != 0) continue;
+        float bound = p->ndim >= 2 ? 1.0f / sqrtf((float)(p->numel / p->shape[0])) : 0.1f;
+        tensor_fill_uniform(p, &rng, -bound, bound);
+    }
+    StepResult cpu, gpu;
+    amdim_step_on(DEV_CPU, cfg, ref.ps.data->data, B, &cpu);
+    amdim_step_on(DEV_CUDA, cfg, ref.ps.data->data, B, &gpu);
+    printf("    %s, batch %d (%ld floats of parameters and buffers)\n", name, B, ref.ps.total);
+    int fails = 0;
+    static const char *const terms[6] = {"loss 1t5", "loss 1t7", "loss 5t5", "loss reg", "loss cls", "loss total"};
+    for (int k = 0; k < 6; k++) fails += check_close(terms[k], &gpu.loss[k], &cpu.loss[k], 1, 1e-5, 1e-5);
+    fails += check_close("linear classifier logits", gpu.lin, cpu.lin, cpu.n_logits,
+                         1e-4 * max_abs_of(cpu.lin, cpu.n_logits) + 1e-7, 1e-3);
+    fails += check_close("MLP classifier logits", gpu.mlp, cpu.mlp, cpu.n_logits,
+                         1e-4 * max_abs_of(cpu.mlp, cpu.n_logits) + 1e-7, 1e-3);
+    double global = 0;
+    for (int i = 0; i < ref.ps.count; i++) {
+        if (ref.ps.is_buffer[i]) continue;
+        long off = ref.ps.params[i]->data - ref.ps.data->data;
+        global = fmax(global, max_abs_of(cpu.grad + off, ref.ps.params[i]->numel));
+    }
+    // hidden units of the MLP classifier whose ReLU pattern differs between the devices (see above)
+    int H = AMDIM_CLS_HIDDEN, rows = (int)(cpu.n_logits / cfg->n_classes), n_kinks = 0;
+    bool *kink = xcalloc((size_t)H, sizeof(bool));
+    for (int j = 0; j < H; j++)
+        for (int r = 0; r < rows && !kink[j]; r++) {
+            float a = cpu.mlp_pre[(long)r * H + j], b = gpu.mlp_pre[(long)r * H + j];
+            if ((a > 0) != (b > 0)) {
+                kink[j] = true;
+                n_kinks++;
+                printf("    note MLP hidden unit %d, row %d: ReLU kink (pre-activation %.3g on the cpu, %.3g on cuda): "
+                       "its gradients are left out\n", j, r, a, b);
+            }
+        }
+    fails += check_true(n_kinks <= H / 100, "%d of %d MLP hidden units at a ReLU kink (at most 1%%)", n_kinks, H);
+    for (int i = 0; i < ref.ps.count; i++) {
+        const Tensor *p = ref.ps.params[i];
+        long off = p->data - ref.ps.data->data, n = p->numel;
+        bool buffer = ref.ps.is_buffer[i];
+        float *want = (buffer ? cpu.data : cpu.grad) + off, *got = (buffer ? gpu.data : gpu.grad) + off;
+        double scale = strstr(ref.ps.names[i], "shortcut.bias") ? global : max_abs_of(want, n);
+        // MLP tensors indexed by hidden unit: the kink units' entries are compared as equal (the CPU's value)
+        bool per_unit = !buffer && !strncmp(ref.ps.names[i], "cls_mlp.", 8) && p->shape[0] == H;
+        float *masked = NULL;
+        if (per_unit && n_kinks) {
+            masked = xmalloc((size_t)n * sizeof(float));
+            memcpy(masked, got, (size_t)n * sizeof(float));
+            for (long e = 0; e < n; e++)
+                if (kink[e / (n / H)]) masked[e] = want[e];
+            got = masked;
+        }
+        char what[96];
+        snprintf(what, sizeof what, "%s%s%s", buffer ? "after." : "grad.", ref.ps.names[i],
+                 masked ? " (less kinks)" : "");
+        fails += check_close(what, got, want, n, 1e-4 * scale + 1e-7, 1e-3);
+        free(masked);
+    }
+    free(kink);
+    StepResult *both[2] = {&cpu, &gpu};
+    for (int k = 0; k < 2; k++) {
+        free(both[k]->grad);
+        free(both[k]->data);
+        free(both[k]->lin);
+        free(both[k]->mlp);
+        free(both[k]->mlp_pre);
+    }
+    amdim_free(&ref);
+    return fails;
+}
+
+static int gpu_amdim_step(void) {
+    RETURN_IF_NO_CUDA();
+    AmdimConfig c;
+    amdim_config_preset(&c, "tiny");   // F=32, D=256, d=1, 3x32x32 inputs, dropout 0.2 in the MLP classifier
+    int fails = compare_amdim_step("tiny preset", &c, 8);
+    AmdimConfig mix;
+    amdim_config_preset(&mix, "tiny");
+    mix.F = 8;
+    mix.D = 64;
+    mix.d = 2;
+    mix.in_channels = 1;
+    mix.mixtures = 3;
+    return fails + compare_amdim_step("F=8 D=64 d=2, 1 channel, k=3 mixtures", &mix, 6);
+}
+
+// ---- gpu-large: cifar-small shapes at batch 128 (a GPU run, too slow for the emulator) ----
+// The conv 128->256 4x4/2 on 30x30 needs (2048 + 256) * 196 floats per image of im2col scratch: 57.8M for the
+// batch, over the 33.5M default workspace, so it runs in chunks of 74 + 54 images (ragged) as in training.
+static int gpu_large_shapes(void) {
+    RETURN_IF_NO_CUDA();
+    Rng rng;
+    rng_seed(&rng, 120);
+    int fails = 0;
+    fails += compare_conv("conv 128->256 k4 s2 30x30, b128 (chunked)", &rng, 128, 128, 30, 256, 4,
+                          (ConvCase){2, 0, false});
+    fails += compare_conv("conv 512->512 k3 s1 7x7, b128", &rng, 128, 512, 7, 512, 3, (ConvCase){1, 0, false});
+    fails += compare_conv("conv 512->1024 1x1 5x5, b128 (head)", &rng, 128, 512, 5, 1024, 1, (ConvCase){1, 0, true});
+    fails += compare_batchnorm("bn2d train (128,1024,5,5)", &rng, SHAPE(128, 1024, 5, 5), true);
+    fails += compare_batchnorm("bn2d train (128,512,7,7)", &rng, SHAPE(128, 512, 7, 7), true);
+    NceCase nce[2] = {{128, 1, 49}, {128, 1, 25}};
+    for (int i = 0; i < 2; i++) {
+        Tensor *x = test_tensor(&rng, true, -20, 20, SHAPE(nce[i].B * nce[i].P, nce[i].B * nce[i].L));
+        char name[64];
+        snprintf(name, sizeof name, "nce B128 L%d", nce[i].L);
+        fails += compare_devices(name, build_nce, &nce[i], &x, X, 1, TOL_NCE);
+        tensor_free(x);
+    }
+    // the NCE scores of the 1->7 task: (B, D) x (B*49, D)^T with D = 1024
+    Tensor *in[2] = {test_tensor(&rng, true, -1, 1, SHAPE(128, 1024)), test_tensor(&rng, true, -1, 1, SHAPE(6272, 1024))};
+    MatmulCase bt = {false, true};
+    fails += compare_devices("matmul 128x1024x6272 Bt (NCE scores)", build_matmul, &bt, in, AB, 2,
+                             (Tol){1e-3, 1e-4});   // K = 1024 terms of size up to 1: sqrt(K) * 6e-8 * 1024 ~ 2e-3 worst
+    tensor_free(in[0]);
+    tensor_free(in[1]);
+    return fails;
+}
+
+static int gpu_large_amdim_step(void) {
+    RETURN_IF_NO_CUDA();
+    AmdimConfig c;
+    amdim_config_preset(&c, "cifar-small");   // F=128, D=1024, d=3
+    return compare_amdim_step("cifar-small preset", &c, 32);
+}
 
 void register_gpu_tests(void) {
     test_register("gpu", "cpu vs cuda: elementwise", gpu_elementwise);
@@ -935,4 +1359,11 @@ void register_gpu_tests(void) {
     test_register("gpu", "cpu vs cuda: adam and sgd steps", gpu_optim);
     test_register("gpu", "cuda: bit-identical reruns", gpu_deterministic);
     test_register("gpu", "cuda: guard bytes after kernel outputs", gpu_guard_bytes);
+    test_register("gpu", "pool: NaN poisoning of fresh and reused blocks", gpu_poison);
+    test_register("gpu", "cuda: host-to-device copies through the pinned staging ring", gpu_staging);
+    test_register("gpu", "uploader: batches uploaded while the previous step runs", gpu_uploader);
+    test_register("gpu", "cuda: TF32 convolutions within TF32 rounding, NCE scores FP32", gpu_tf32);
+    test_register("gpu", "cpu vs cuda: one AMDIM step, every loss, logit and gradient", gpu_amdim_step);
+    test_register("gpu-large", "cpu vs cuda: cifar-small op shapes at batch 128", gpu_large_shapes);
+    test_register("gpu-large", "cpu vs cuda: one cifar-small AMDIM step, batch 32", gpu_large_amdim_step);
 }
