@@ -8,10 +8,14 @@
 //       every convolution shape of the preset's model: time and GFLOP/s of the forward kernel and of the backward
 //       kernel (dx + dw), each beside sgemm on the same GEMM shape(s) of the im2col formulation.
 //   build/bench model [--preset P] [--batch B] [--channels C] [--threads T] [--warmup W] [--steps S]
+//                     [--device cpu|cuda] [--tf32]
 //       images/s of a whole training step (both views forward, loss, backward, Adam) and of the forward pass alone
-//       (both views' encoder + heads, no grad), medians over S steps after W warm-up steps; peak RSS. Its last line
-//       is the machine-readable `bench: preset=... batch=... threads=... train_img_s=... forward_img_s=...
-//       peak_rss_mib=...`.
+//       (both views' encoder + heads, no grad), medians over S steps after W warm-up steps; peak RSS, and on cuda the
+//       pool's peak device memory. Its last line is the machine-readable `bench: preset=... batch=... threads=...
+//       device=... precision=fp32|tf32 train_img_s=... forward_img_s=... peak_rss_mib=...` (+ peak_gpu_mib=...
+//       peak_gpu_alloc_mib=... on cuda). --tf32: TF32 convolutions (engine_set_tf32).
+//   build/bench cuda
+//       exits 0 and prints the device when a CUDA device is present, 1 otherwise (bench/run.sh's GPU section).
 //
 // Legend: N batch, C/Co channels in/out, H input size, K kernel, s stride, P = Ho*Wo output positions,
 // M, Nc, Kc the sizes of a GEMM (C is M x Nc, the product runs over Kc).
@@ -19,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #include "../model/amdim.h"
@@ -28,6 +31,8 @@
 typedef struct {
     const char *mode, *preset;
     int batch, channels, threads, warmup, steps, min_reps, size;
+    Device device;
+    bool tf32;
 } Options;
 
 static int compare_doubles(const void *a, const void *b) {
@@ -42,22 +47,6 @@ static double median(const double *v, int n) {  // sorts a copy
     double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
     free(s);
     return m;
-}
-
-// Peak resident memory of this process in MiB: VmHWM, or getrusage where /proc is missing.
-static double peak_rss_mib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f) {
-        char line[256];
-        long kib = -1;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
-        fclose(f);
-        if (kib >= 0) return (double)kib / 1024.0;
-    }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;  // KiB on Linux
 }
 
 // n values uniform in [-1, 1): GEMM and conv timings do not depend on the values, and uniform draws are cheap
@@ -196,12 +185,12 @@ static void conv_backward_call(void *ctx) {
     conv2d_backward_cpu(c->dx, c->dw, NULL, c->dout, c->x, c->w, c->N, s->C, s->H, s->H, s->Co, s->K, s->stride, 0);
 }
 
-// the preset's model with o->channels input channels on the CPU; prints the problem and returns 2 on failure
-static int init_model(const Options *o, Amdim *m, AmdimConfig *cfg) {
+// the preset's model with o->channels input channels on `dev`; prints the problem and returns 2 on failure
+static int init_model(const Options *o, Amdim *m, AmdimConfig *cfg, Device dev) {
     if (amdim_config_preset(cfg, o->preset)) { fprintf(stderr, "bench: unknown preset '%s'\n", o->preset); return 2; }
     cfg->in_channels = o->channels;
     char err[256];
-    if (amdim_init(m, cfg, DEV_CPU, 1, err, sizeof err)) {
+    if (amdim_init(m, cfg, dev, 1, err, sizeof err)) {
         fprintf(stderr, "bench: %s\n", err);
         amdim_free(m);
         return 2;
@@ -212,7 +201,7 @@ static int init_model(const Options *o, Amdim *m, AmdimConfig *cfg) {
 static int bench_convs(const Options *o) {
     AmdimConfig cfg;
     Amdim m;
-    if (init_model(o, &m, &cfg)) return 2;
+    if (init_model(o, &m, &cfg, DEV_CPU)) return 2;
     ConvShape shapes[MAX_CONV_SHAPES];
     int n_shapes = model_conv_shapes(&m, shapes), N = o->batch;
     amdim_free(&m);
@@ -276,9 +265,15 @@ static int bench_convs(const Options *o) {
 // ---------------------------------------------------------------- whole model
 
 static int bench_model(const Options *o) {
+    Device dev = o->device;
+    if (dev == DEV_CUDA && !dev_cuda_available()) {
+        fprintf(stderr, "bench: --device cuda: this build has no CUDA support or no GPU was found\n");
+        return 2;
+    }
+    engine_set_tf32(o->tf32);
     AmdimConfig cfg;
     Amdim m;
-    if (init_model(o, &m, &cfg)) return 2;
+    if (init_model(o, &m, &cfg, dev)) return 2;
     Adam opt;
     amdim_adam_init(&opt, &m, 2e-4f);
 
@@ -286,9 +281,10 @@ static int bench_model(const Options *o) {
     int B = o->batch, C = cfg.in_channels, S = cfg.input_size;
     Rng rng;
     rng_seed(&rng, 1);
-    Tensor *x1 = tensor_new(DEV_CPU, SHAPE(B, C, S, S)), *x2 = tensor_new(DEV_CPU, SHAPE(B, C, S, S));
-    tensor_fill_normal(x1, &rng, 0.0f, 1.0f);
-    tensor_fill_normal(x2, &rng, 0.0f, 1.0f);
+    Tensor *h1 = tensor_new(DEV_CPU, SHAPE(B, C, S, S)), *h2 = tensor_new(DEV_CPU, SHAPE(B, C, S, S));
+    tensor_fill_normal(h1, &rng, 0.0f, 1.0f);
+    tensor_fill_normal(h2, &rng, 0.0f, 1.0f);
+    Tensor *x1 = tensor_to(h1, dev), *x2 = tensor_to(h2, dev);
     int *labels = xmalloc((size_t)B * sizeof(int)), *idx1 = xmalloc((size_t)B * sizeof(int)),
         *idx2 = xmalloc((size_t)B * sizeof(int));
     for (int i = 0; i < B; i++) {
@@ -296,8 +292,12 @@ static int bench_model(const Options *o) {
         idx1[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
         idx2[i] = rng_int(&rng, AMDIM_LOCAL_SOURCES);
     }
-    printf("model %s (F=%d D=%d d=%d, input %dx%dx%d, %ld floats of parameters and buffers), batch %d, %d threads\n",
-           cfg.preset, cfg.F, cfg.D, cfg.d, C, S, S, m.ps.total, B, o->threads);
+    const char *precision = o->tf32 ? "tf32" : "fp32";
+    char where[200];
+    if (dev == DEV_CUDA) dev_cuda_describe(where, sizeof where);
+    else snprintf(where, sizeof where, "cpu, %d threads", o->threads);
+    printf("model %s (F=%d D=%d d=%d, input %dx%dx%d, %ld floats of parameters and buffers), batch %d, %s, %s "
+           "convolutions\n", cfg.preset, cfg.F, cfg.D, cfg.d, C, S, S, m.ps.total, B, where, precision);
 
     int rc = 0, total_steps = o->warmup + o->steps;
     double *train_s = xmalloc((size_t)o->steps * sizeof(double)), *forward_s = xmalloc((size_t)o->steps * sizeof(double));
@@ -307,7 +307,7 @@ static int bench_model(const Options *o) {
         AmdimLoss L = amdim_loss(&m, x1, x2, labels, idx1, idx2, &rng);
         backward(L.total);
         adam_update(&opt, &m.ps);
-        float loss = tensor_item(L.total);
+        float loss = tensor_item(L.total);   // reads the result: the device has finished the step
         tape_clear();
         double dt = now_seconds() - t0;
         if (i >= o->warmup) train_s[i - o->warmup] = dt;
@@ -318,6 +318,7 @@ static int bench_model(const Options *o) {
         double t0 = now_seconds();
         amdim_encode(&m, x1, true, true);
         amdim_encode(&m, x2, true, true);
+        dev_synchronize();
         tape_clear();
         if (i >= o->warmup) forward_s[i - o->warmup] = now_seconds() - t0;
     }
@@ -325,36 +326,53 @@ static int bench_model(const Options *o) {
 
     if (rc == 0) {
         double train_med = median(train_s, o->steps), forward_med = median(forward_s, o->steps);
-        double rss = peak_rss_mib();
-        printf("  training step: median %.3f s over %d steps after %d warm-up = %.1f img/s\n", train_med, o->steps,
+        double rss = peak_rss_mib(), mib = 1024.0 * 1024.0;
+        char gpu[128] = "";
+        if (dev == DEV_CUDA)
+            snprintf(gpu, sizeof gpu, " peak_gpu_mib=%.1f peak_gpu_alloc_mib=%.1f",
+                     (double)dev_pool_peak_held(DEV_CUDA) / mib, (double)dev_pool_peak_in_use(DEV_CUDA) / mib);
+        printf("  training step: median %.4f s over %d steps after %d warm-up = %.1f img/s\n", train_med, o->steps,
                o->warmup, B / train_med);
-        printf("  forward only : median %.3f s = %.1f img/s\n", forward_med, B / forward_med);
+        printf("  forward only : median %.4f s = %.1f img/s\n", forward_med, B / forward_med);
         printf("  peak RSS     : %.1f MiB\n", rss);
-        printf("bench: preset=%s batch=%d threads=%d train_img_s=%.1f forward_img_s=%.1f peak_rss_mib=%.1f\n",
-               cfg.preset, B, o->threads, B / train_med, B / forward_med, rss);
+        if (dev == DEV_CUDA)
+            printf("  peak device memory (the pool): %.1f MiB held, %.1f MiB in use at once (cuBLAS workspace and the "
+                   "CUDA context not counted)\n", (double)dev_pool_peak_held(DEV_CUDA) / mib,
+                   (double)dev_pool_peak_in_use(DEV_CUDA) / mib);
+        printf("bench: preset=%s batch=%d threads=%d device=%s precision=%s train_img_s=%.1f forward_img_s=%.1f "
+               "peak_rss_mib=%.1f%s\n", cfg.preset, B, o->threads, device_name(dev), precision, B / train_med,
+               B / forward_med, rss, gpu);
     }
     free(train_s);
     free(forward_s);
     free(labels);
     free(idx1);
     free(idx2);
-    tensor_free(x1);
-    tensor_free(x2);
+    Tensor *tensors[] = {h1, h2, x1, x2};
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; i++) tensor_free(tensors[i]);
     adam_free(&opt);
     amdim_free(&m);
     return rc;
+}
+
+static int bench_cuda(void) {
+    char info[200];
+    bool ok = dev_cuda_describe(info, sizeof info);
+    printf("bench-cuda: %s\n", info);
+    return ok ? 0 : 1;
 }
 
 // ---------------------------------------------------------------- command line
 
 static void usage(FILE *out) {
     fprintf(out,
-        "usage: bench gemm|convs|model [options]   (normally run by bench/run.sh: make bench)\n"
+        "usage: bench gemm|convs|model|cuda [options]   (normally run by bench/run.sh: make bench)\n"
         "  --preset NAME   tiny (default), cifar-small, ... (convs, model)\n"
         "  --batch N       images per step (default 64)   --channels C  input channels (default 3)\n"
         "  --threads N     CPU threads (default 2)\n"
         "  --warmup N      untimed steps first (default 2)  --steps N  timed steps (default 10)   (model)\n"
-        "  --min-reps N    timed calls per kernel at least (default 5)   --size N  square sgemm size (default 2048)\n");
+        "  --min-reps N    timed calls per kernel at least (default 5)   --size N  square sgemm size (default 2048)\n"
+        "  --device D      cpu (default) or cuda (model)   --tf32  TF32 convolutions on cuda (model)\n");
 }
 
 static int parse_int(const char *flag, const char *v, int lo, int hi) {
@@ -373,9 +391,10 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     Options o = {.mode = argv[1], .preset = "tiny", .batch = 64, .channels = 3, .threads = 2, .warmup = 2,
-                 .steps = 10, .min_reps = 5, .size = 2048};
+                 .steps = 10, .min_reps = 5, .size = 2048, .device = DEV_CPU};
     for (int i = 2; i < argc; i += 2) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(f, "--tf32")) { o.tf32 = true; i--; continue; }
         if (!v) { fprintf(stderr, "bench: option '%s' needs a value (see --help)\n", f); return 2; }
         if (!strcmp(f, "--preset")) o.preset = v;
         else if (!strcmp(f, "--batch")) o.batch = parse_int(f, v, 2, 1 << 16);
@@ -385,12 +404,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(f, "--steps")) o.steps = parse_int(f, v, 1, TIMED_MAX_CALLS);
         else if (!strcmp(f, "--min-reps")) o.min_reps = parse_int(f, v, 1, TIMED_MAX_CALLS);
         else if (!strcmp(f, "--size")) o.size = parse_int(f, v, 16, 16384);
+        else if (!strcmp(f, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) { fprintf(stderr, "bench: --device cpu or cuda, got '%s'\n", v); return 2; }
+            o.device = strcmp(v, "cuda") ? DEV_CPU : DEV_CUDA;
+        }
         else { fprintf(stderr, "bench: unknown option '%s' (see --help)\n", f); return 2; }
     }
     engine_set_threads(o.threads);
     if (!strcmp(o.mode, "gemm")) return bench_gemm(&o);
     if (!strcmp(o.mode, "convs")) return bench_convs(&o);
     if (!strcmp(o.mode, "model")) return bench_model(&o);
+    if (!strcmp(o.mode, "cuda")) return bench_cuda();
     fprintf(stderr, "bench: unknown mode '%s' (gemm, convs or model)\n", o.mode);
     return 2;
 }
