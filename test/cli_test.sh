@@ -102,7 +102,8 @@ for sig in INT TERM KILL; do
         dir="$tmp/sig-$sig-$try"
         $TRAIN "${long[@]}" --run-dir "$dir" > "$tmp/sig.out" 2>&1 &
         pid=$!
-        sleep "0.$((RANDOM % 8 + 2))"
+        for _ in $(seq 200); do grep -q '"step"' "$dir/log.jsonl" 2>/dev/null && break; sleep 0.05; done   # started
+        sleep "0.$((RANDOM % 4))$((RANDOM % 10))"   # then a random moment of the run
         kill -s "$sig" "$pid"
         wait "$pid"
         rc=$?
