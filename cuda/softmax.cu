@@ -162,15 +162,16 @@ static __device__ float negatives_max(const float *xr, long i, long row_len, int
     return block_max(m, scratch);
 }
 
-static __global__ void nce_log_softmax_forward_kernel(float *out, const float *x, int B, int P, int L) {
+static __global__ void nce_log_softmax_forward_kernel(float *out, const float *x, int B, int P, int L, int Bt,
+                                                      int first) {
     __shared__ float scratch_max[32];
     __shared__ double scratch_sum[32];
-    long row_len = (long)B * L;
+    long row_len = (long)Bt * L;
     for (long row = blockIdx.x; row < (long)B * P; row += gridDim.x) {  // uniform per block
-        long i = row / P;
+        long i = first + row / P;   // the source's own image among the targets
         const float *xr = x + row * row_len;
         float *o = out + row * L;
-        if (B == 1) {
+        if (Bt == 1) {
             for (int l = threadIdx.x; l < L; l += blockDim.x) o[l] = 0.0f;
             continue;
         }
@@ -187,10 +188,11 @@ static __global__ void nce_log_softmax_forward_kernel(float *out, const float *x
     }
 }
 
-void nce_log_softmax_forward_cuda(float *out, const float *x, int B, int P, int L) {
+void nce_log_softmax_forward_cuda(float *out, const float *x, int B, int P, int L, int Bt, int first) {
     long rows = (long)B * P;
     if (rows <= 0 || L <= 0) return;
-    nce_log_softmax_forward_kernel<<<rows < MAX_BLOCKS ? (unsigned int)rows : MAX_BLOCKS, THREADS>>>(out, x, B, P, L);
+    nce_log_softmax_forward_kernel<<<rows < MAX_BLOCKS ? (unsigned int)rows : MAX_BLOCKS, THREADS>>>(out, x, B, P, L,
+                                                                                                      Bt, first);
     LAUNCH_CHECK();
 }
 
@@ -199,12 +201,12 @@ void nce_log_softmax_forward_cuda(float *out, const float *x, int B, int P, int 
 //   dneg   -= sum_l dout_l * exp(neg - lse_l) = exp(neg - m) * sum_l dout_l * exp(m - lse_l)
 // Both exponents of the split are <= 0 (neg <= m <= lse_l), so nothing overflows.
 static __global__ void nce_log_softmax_backward_kernel(float *dx, const float *dout, const float *x, const float *out,
-                                                       int B, int P, int L) {
+                                                       int B, int P, int L, int Bt, int first) {
     __shared__ float scratch_max[32];
     __shared__ double scratch_sum[32];
-    long row_len = (long)B * L;
+    long row_len = (long)Bt * L;
     for (long row = blockIdx.x; row < (long)B * P; row += gridDim.x) {  // uniform per block
-        long i = row / P;
+        long i = first + row / P;
         const float *xr = x + row * row_len, *o = out + row * L, *d = dout + row * L;
         float *dxr = dx + row * row_len;
         float m = negatives_max(xr, i, row_len, L, scratch_max);
@@ -221,10 +223,10 @@ static __global__ void nce_log_softmax_backward_kernel(float *dx, const float *d
 }
 
 void nce_log_softmax_backward_cuda(float *dx, const float *dout, const float *x, const float *out, int B, int P,
-                                   int L) {
+                                   int L, int Bt, int first) {
     long rows = (long)B * P;
-    if (!dx || rows <= 0 || L <= 0 || B == 1) return;  // B == 1: out is the constant 0
+    if (!dx || rows <= 0 || L <= 0 || Bt == 1) return;  // Bt == 1: out is the constant 0
     nce_log_softmax_backward_kernel<<<rows < MAX_BLOCKS ? (unsigned int)rows : MAX_BLOCKS, THREADS>>>(dx, dout, x, out,
-                                                                                                       B, P, L);
+                                                                                                       B, P, L, Bt, first);
     LAUNCH_CHECK();
 }

@@ -116,20 +116,20 @@ static float negatives_max(const float *xr, int i, int B, int L) {
 }
 
 // out: (B, P, L). out = pos - logaddexp(pos, m + log Z), Z = sum over negatives of exp(neg - m)
-void nce_log_softmax_forward_cpu(float *out, const float *x, int B, int P, int L) {
+void nce_log_softmax_forward_cpu(float *out, const float *x, int B, int P, int L, int Bt, int first) {
     long rows = (long)B * P;
-    #pragma omp parallel for if (rows * B * L > PARALLEL_MIN_WORK)
+    #pragma omp parallel for if (rows * Bt * L > PARALLEL_MIN_WORK)
     for (long row = 0; row < rows; row++) {
-        int i = (int)(row / P);
-        const float *xr = x + row * B * L;
+        int i = first + (int)(row / P);   // the source's own image among the targets
+        const float *xr = x + row * Bt * L;
         float *o = out + row * L;
-        if (B == 1) {  // no negatives: the positive is its own softmax
+        if (Bt == 1) {  // no negatives: the positive is its own softmax
             for (int l = 0; l < L; l++) o[l] = 0.0f;
             continue;
         }
-        float m = negatives_max(xr, i, B, L);
+        float m = negatives_max(xr, i, Bt, L);
         double z = 0;
-        for (int j = 0; j < B; j++) {
+        for (int j = 0; j < Bt; j++) {
             if (j == i) continue;
             for (int l = 0; l < L; l++) z += expf(xr[(long)j * L + l] - m);
         }
@@ -147,15 +147,15 @@ void nce_log_softmax_forward_cpu(float *out, const float *x, int B, int P, int L
 //   d neg   -= sum_l dout_l * exp(neg - lse_l) = exp(neg - m) * sum_l dout_l * exp(m - lse_l)
 // Both factors of the split have exponents <= 0 (neg <= m <= lse_l), so nothing overflows for any |x|.
 void nce_log_softmax_backward_cpu(float *dx, const float *dout, const float *x, const float *out, int B, int P,
-                                  int L) {
-    if (B == 1) return;  // out is the constant 0
+                                  int L, int Bt, int first) {
+    if (Bt == 1) return;  // out is the constant 0
     long rows = (long)B * P;
-    #pragma omp parallel for if (rows * B * L > PARALLEL_MIN_WORK)
+    #pragma omp parallel for if (rows * Bt * L > PARALLEL_MIN_WORK)
     for (long row = 0; row < rows; row++) {
-        int i = (int)(row / P);
-        const float *xr = x + row * B * L, *o = out + row * L, *d = dout + row * L;
-        float *dxr = dx + row * B * L;
-        float m = negatives_max(xr, i, B, L);
+        int i = first + (int)(row / P);
+        const float *xr = x + row * Bt * L, *o = out + row * L, *d = dout + row * L;
+        float *dxr = dx + row * Bt * L;
+        float m = negatives_max(xr, i, Bt, L);
         double weight = 0;
         for (int l = 0; l < L; l++) {
             float pos = xr[(long)i * L + l];
@@ -163,7 +163,7 @@ void nce_log_softmax_backward_cpu(float *dx, const float *dout, const float *x, 
             dxr[(long)i * L + l] += d[l] * -expm1f(o[l]);
         }
         float w = (float)weight;
-        for (int j = 0; j < B; j++) {
+        for (int j = 0; j < Bt; j++) {
             if (j == i) continue;
             for (int l = 0; l < L; l++) dxr[(long)j * L + l] -= w * expf(xr[(long)j * L + l] - m);
         }
@@ -247,22 +247,25 @@ Tensor *op_cross_entropy(Tensor *logits, const int *labels) {
     return loss;
 }
 
-// B images, P sources per image, L target locations per image
-typedef struct { int B, P, L; } NceArgs;
+// B source images, P sources per image, L target locations per image, Bt target images, the first source's own
+typedef struct { int B, P, L, Bt, first; } NceArgs;
 
 static void nce_backward_node(Node *n) {
     const NceArgs *a = n->args;
     KERNEL(n->out->device, nce_log_softmax_backward)(input_grad(n, 0), n->out->grad, n->in[0]->data, n->out->data,
-                                                     a->B, a->P, a->L);
+                                                     a->B, a->P, a->L, a->Bt, a->first);
 }
 
-Tensor *op_nce_log_softmax(Tensor *x, int B, int P, int L) {
-    CHECK(B > 0 && P > 0 && L > 0 && x->numel == (long)B * P * B * L,
-          "nce_log_softmax: %ld scores for B=%d P=%d L=%d (needs B*P*B*L)", x->numel, B, P, L);
+Tensor *op_nce_log_softmax_shard(Tensor *x, int B, int P, int L, int Bt, int first) {
+    CHECK(B > 0 && P > 0 && L > 0 && Bt >= B && first >= 0 && first + B <= Bt && x->numel == (long)B * P * Bt * L,
+          "nce_log_softmax: %ld scores for B=%d P=%d L=%d Bt=%d first=%d (needs B*P*Bt*L)", x->numel, B, P, L, Bt,
+          first);
     Tensor *out = tape_tensor(x->device, SHAPE(B, P, L));
-    KERNEL(x->device, nce_log_softmax_forward)(out->data, x->data, B, P, L);
-    NceArgs args = {.B = B, .P = P, .L = L};
+    KERNEL(x->device, nce_log_softmax_forward)(out->data, x->data, B, P, L, Bt, first);
+    NceArgs args = {.B = B, .P = P, .L = L, .Bt = Bt, .first = first};
     Node *n = tape_record("nce_log_softmax", nce_backward_node, out, 1, &x, &args, sizeof args);
     if (n) n->flops = 3.0 * x->numel;
     return out;
 }
+
+Tensor *op_nce_log_softmax(Tensor *x, int B, int P, int L) { return op_nce_log_softmax_shard(x, B, P, L, B, 0); }

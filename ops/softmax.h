@@ -19,13 +19,15 @@ DECLARE_KERNEL(void, cross_entropy_forward, (float *loss, float *probs, const fl
 // dlogits += dloss[0] * (probs - onehot(label)) / n_valid for non-ignored rows; dloss lives on the device
 DECLARE_KERNEL(void, cross_entropy_backward, (float *dlogits, const float *dloss, const float *probs,
                                               const int *labels, int N, int K, int n_valid));
-// The NCE log-softmax of AMDIM (spec 4.3). x: (B, P, B, L) clipped scores of P sources per image i against every
-// target location l of every image j. out: (B, P, L):
-//   out[i,p,l] = x[i,p,i,l] - log( exp(x[i,p,i,l]) + sum_{j != i, l'} exp(x[i,p,j,l']) )
+// The NCE log-softmax of AMDIM (spec 4.3). x: (B, P, Bt, L) clipped scores of P sources per image i against every
+// target location l of every target image j; source image i's own image among the targets is t = first + i
+// (one process: Bt = B, first = 0; data-parallel: a rank's B sources against the Bt targets of all ranks).
+// out: (B, P, L):
+//   out[i,p,l] = x[i,p,t,l] - log( exp(x[i,p,t,l]) + sum_{j != t, l'} exp(x[i,p,j,l']) )
 // i.e. each positive against all negatives of other images, the image's other positives masked out.
-DECLARE_KERNEL(void, nce_log_softmax_forward, (float *out, const float *x, int B, int P, int L));
+DECLARE_KERNEL(void, nce_log_softmax_forward, (float *out, const float *x, int B, int P, int L, int Bt, int first));
 DECLARE_KERNEL(void, nce_log_softmax_backward, (float *dx, const float *dout, const float *x, const float *out,
-                                                int B, int P, int L));
+                                                int B, int P, int L, int Bt, int first));
 KERNELS_END
 
 Tensor *op_softmax(Tensor *x, int dim);
@@ -34,5 +36,7 @@ Tensor *op_log_softmax(Tensor *x, int dim);
 Tensor *op_cross_entropy(Tensor *logits, const int *labels);
 // x: (B*P, B*L) scores (any shape with B*P*B*L elements) -> (B, P, L)
 Tensor *op_nce_log_softmax(Tensor *x, int B, int P, int L);
+// the same for a shard of the sources: x (B*P, Bt*L), source image i's own targets at image first + i
+Tensor *op_nce_log_softmax_shard(Tensor *x, int B, int P, int L, int Bt, int first);
 
 #endif

@@ -829,8 +829,8 @@ static int guard_softmax_family(Rng *rng) {
     want = xmalloc((size_t)nout * sizeof(float));
     gx = to_device(x, nx);
     out = guarded_buffer(nout, false);
-    nce_log_softmax_forward_cpu(want, x, B, P, L);
-    nce_log_softmax_forward_cuda(out->data, gx->data, B, P, L);
+    nce_log_softmax_forward_cpu(want, x, B, P, L, B, 0);
+    nce_log_softmax_forward_cuda(out->data, gx->data, B, P, L, B, 0);
     fails += check_guarded("nce_log_softmax_forward B5 P2 L7", out, nout, want, TOL_NCE);
     tensor_free(out);
     tensor_free(gx);

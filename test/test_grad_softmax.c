@@ -172,6 +172,32 @@ static int grad_nce(void) {
     return fails;
 }
 
+// A shard of the sources (data-parallel training: a rank's B sources against the Bt targets of all ranks): its rows
+// equal the same rows of the whole op bit for bit, and its gradient checks.
+typedef struct { int B, P, L, Bt, first; } NceShardCtx;
+static Tensor *build_nce_shard(Tensor **in, void *ctx) {
+    NceShardCtx *c = ctx;
+    return op_nce_log_softmax_shard(in[0], c->B, c->P, c->L, c->Bt, c->first);
+}
+
+static int grad_nce_shard(void) {
+    Rng rng;
+    rng_seed(&rng, 31);
+    NceShardCtx c = {.B = 2, .P = 2, .L = 3, .Bt = 5, .first = 2};
+    Tensor *full = test_tensor(&rng, false, -3, 3, SHAPE(c.Bt * c.P, c.Bt * c.L));
+    Tensor *rows = tensor_view(full, (long)c.first * c.P * c.Bt * c.L, 2, (int[]){c.B * c.P, c.Bt * c.L});
+    Tensor *all = op_nce_log_softmax(full, c.Bt, c.P, c.L), *part = build_nce_shard(&rows, &c);
+    int fails = check_close("shard rows == the whole op's rows", part->data, all->data + (long)c.first * c.P * c.L,
+                            (long)c.B * c.P * c.L, 0, 0);
+    tape_clear();
+    tensor_free(rows);
+    tensor_free(full);
+    Tensor *x = test_tensor(&rng, true, -3, 3, SHAPE(c.B * c.P, c.Bt * c.L));
+    fails += gradcheck("nce_log_softmax shard B=2 of Bt=5 first=2", build_nce_shard, &c, &x, 1, TOL_SMOOTH);
+    tensor_free(x);
+    return fails;
+}
+
 // Scores far beyond what exp() of a float survives; forward and gradient against the double formula.
 static int nce_large_magnitude(void) {
     Rng rng;
@@ -494,6 +520,7 @@ void register_grad_softmax_tests(void) {
     test_register("grad", "softmax and log_softmax over every dim", grad_softmax);
     test_register("grad", "cross_entropy with ignored labels", grad_cross_entropy);
     test_register("grad", "nce_log_softmax", grad_nce);
+    test_register("grad", "nce_log_softmax on a shard of the sources", grad_nce_shard);
     test_register("grad", "nce_log_softmax at large magnitude", nce_large_magnitude);
     test_register("grad", "nce_log_softmax at AMDIM size (OpenMP path)", nce_amdim_size);
     test_register("grad", "reshape and detach", grad_reshape_detach);
