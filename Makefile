@@ -34,9 +34,23 @@ ifeq ($(GPU),1)
   LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
   CUDA_SRC = $(wildcard cuda/*.cu)
 endif
+# ---- MPI detection: MPI=1 needs mpicc (Open MPI), MPI=0 builds a single-process engine, unset = auto ----
+# With MPI and the CUDA build, GPU collectives go through NCCL (shipped with the CUDA toolkit).
+MPICC_PATH := $(shell command -v mpicc 2>/dev/null)
+ifeq ($(MPI),)
+  MPI := $(if $(MPICC_PATH),1,0)
+endif
+ifeq ($(MPI),1)
+  CFLAGS_BASE += -DUSE_MPI $(shell mpicc --showme:compile)
+  LDLIBS += $(shell mpicc --showme:link)
+  ifeq ($(GPU),1)
+    CFLAGS_BASE += -DUSE_NCCL
+    LDLIBS += -lnccl
+  endif
+endif
 CFLAGS ?= $(CFLAGS_BASE)
 
-CORE_SRC  = $(wildcard base/*.c tensor/*.c autograd/*.c ops/*.c)
+CORE_SRC  = $(wildcard base/*.c tensor/*.c comm/*.c autograd/*.c ops/*.c)
 MODEL_SRC = $(wildcard model/*.c)
 DATA_SRC  = $(wildcard data/*.c)
 IO_SRC    = $(wildcard io/*.c)
@@ -49,7 +63,7 @@ PROGRAMS = $(BUILD)/train $(BUILD)/eval $(BUILD)/test_runner
 
 .PHONY: all test test-asan test-gpu bench deps clean lines demo soak
 all: deps-check $(PROGRAMS)
-	@echo "built: $(PROGRAMS) (CUDA: $(if $(filter 1,$(GPU)),yes,no))"
+	@echo "built: $(PROGRAMS) (CUDA: $(if $(filter 1,$(GPU)),yes,no), MPI: $(if $(filter 1,$(MPI)),yes,no))"
 
 # objects are rebuilt when the flags change (GPU=0 after GPU=1, SAN, CUDA_ARCH, ...): the stamp holds the last flags
 FLAGS_STAMP := $(BUILD)/.flags
@@ -79,9 +93,9 @@ test: all
 
 # sanitizers on the CPU build (ASan does not mix with the CUDA runtime)
 test-asan:
-	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/test_runner
+	$(MAKE) BUILD=build/asan GPU=0 MPI=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/test_runner
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/test_runner
-	$(MAKE) BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/train build/asan/eval
+	$(MAKE) BUILD=build/asan GPU=0 MPI=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build/asan/train build/asan/eval
 	ASAN_OPTIONS=detect_leaks=1 bash test/cli_test.sh build/asan
 
 # train + resume + eval cycles under ASan (test/soak.sh): no sanitizer report, peak memory flat

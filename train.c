@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "autograd/inspect.h"
+#include "comm/comm.h"
 #include "driver.h"
 #include "io/image.h"
 #include "io/output.h"
@@ -56,9 +57,17 @@ typedef struct {
     double window_start, window_wait, session_start;
     long window_steps, epoch_correct_lin, epoch_correct_mlp, epoch_labeled;
     long checkpoint_step;          // step of the checkpoint on disk, -1 when none has been written
+    // data-parallel (comm/): decisions every process takes together, agreed after each step
+    int stop_all;                  // a stop signal reached some process: 0 or the signal
+    bool checkpoint_due, fix_due;  // the lead process's clock says: checkpoint now / fix the --minutes count now
+    double last_checkpoint_time;
     long session_steps;            // steps done by this process
     Profile profile;               // --profile
 } Run;
+
+// Data-parallel: every process runs this loop on its share of each batch; the lead process (rank 0) alone writes
+// the log, the checkpoints and the pictures, and its clock decides when to checkpoint.
+static bool lead(void) { return comm_rank() == 0; }
 
 // SIGINT / SIGTERM: the loop finishes its step, writes a checkpoint and exits 128 + the signal. A second signal
 // while that happens exits at once (the checkpoint on disk is still whole: it is replaced by a rename).
@@ -252,6 +261,23 @@ static int check_resume_flags(const Run *r) {
     return 0;
 }
 
+// Data-parallel: the lead's state (parameters, BN statistics, Adam's moments and step, the train state; whether it
+// resumed or initialised) becomes every process's, so they start as one.
+static void share_state(Run *r) {
+    ParamSet *ps = &r->model.ps;
+    Tensor *blocks[3] = {ps->data, r->opt.m, r->opt.v};
+    float *h = xmalloc((size_t)ps->total * sizeof(float));
+    for (int k = 0; k < 3; k++) {
+        tensor_copy_to_host(blocks[k], h);
+        comm_broadcast_host(h, (size_t)ps->total * sizeof(float), 0);
+        tensor_copy_from_host(blocks[k], h);
+    }
+    free(h);
+    comm_broadcast_host(&r->opt.t, sizeof r->opt.t, 0);
+    comm_broadcast_host(&r->st, sizeof r->st, 0);
+    comm_broadcast_host(&r->checkpoint_step, sizeof r->checkpoint_step, 0);
+}
+
 // Builds the model, the optimiser, the outputs and the loader; resumes when asked. Returns an exit status.
 static int run_open(Run *r, int argc, char **argv) {
     memset(r, 0, sizeof *r);
@@ -260,15 +286,21 @@ static int run_open(Run *r, int argc, char **argv) {
     Args *a = &r->a;
     char err[4400];
     // outputs first: a run that cannot write its results must not start
-    if (make_dirs(a->run_dir, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); return 1; }
     snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.safetensors", a->run_dir);
     snprintf(r->log_path, sizeof r->log_path, "%s/log.jsonl", a->run_dir);
-    r->log = open_output(r->log_path, "a", err, sizeof err);
-    if (!r->log) { fprintf(stderr, "train: %s\n", err); return 1; }
-
-    driver_check_output("train", a->save_views);
-    driver_check_output("train", a->dump_graph);
+    if (lead()) {
+        if (make_dirs(a->run_dir, err, sizeof err)) { fprintf(stderr, "train: %s\n", err); return 1; }
+        r->log = open_output(r->log_path, "a", err, sizeof err);
+        if (!r->log) { fprintf(stderr, "train: %s\n", err); return 1; }
+        driver_check_output("train", a->save_views);
+        driver_check_output("train", a->dump_graph);
+    }
+    if (a->batch % comm_size()) {
+        fprintf(stderr, "train: --batch %d does not split over %d processes\n", a->batch, comm_size());
+        return 2;
+    }
     r->dev = driver_start("train", &a->common);
+    comm_init_device(r->dev);
     const char *split = !strcmp(a->common.dataset, "stl10") ? "train+unlabeled" : "train";
     if (driver_load("train", &a->common, split, &r->ds)) return 1;
     if (r->ds.n < a->batch) {
@@ -302,7 +334,7 @@ static int run_open(Run *r, int argc, char **argv) {
     r->st.lr = a->lr;
     decay_text(&a->decay_at, r->st.decay_at, sizeof r->st.decay_at);
     r->checkpoint_step = -1;
-    if (a->resume) {
+    if (a->resume && lead()) {   // the lead reads the checkpoint; the others get its state below
         if (checkpoint_load(r->ckpt_path, &r->model, &r->opt, &r->st, err, sizeof err)) {
             fprintf(stderr, "train: %s\n", err);
             return 1;
@@ -317,7 +349,9 @@ static int run_open(Run *r, int argc, char **argv) {
             return 1;
         }
     }
+    if (comm_size() > 1) share_state(r);
     r->loader = loader_new(&r->ds, LOADER_TRAIN_PAIRS, a->batch, (uint64_t)a->seed, a->workers);
+    if (comm_size() > 1) loader_set_shard(r->loader, comm_rank(), comm_size());   // rows of each batch: this rank's
     r->per_epoch = loader_batches_per_epoch(r->loader);
     if (r->st.position % a->batch || r->st.position / a->batch >= r->per_epoch) {
         fprintf(stderr, "train: %s: data position %ld does not fit this dataset (%d images, %ld batches of %d per "
@@ -332,13 +366,13 @@ static int run_open(Run *r, int argc, char **argv) {
         r->st.total_steps = a->minutes > 0 ? 0 : a->steps ? a->steps : a->epochs * r->per_epoch;
         if (a->minutes > 0 && r->st.train_seconds >= a->minutes * 60) r->st.total_steps = r->st.step;
     }
-    if (!a->resume && !(r->log = freopen(r->log_path, "w", r->log))) {   // a fresh run starts a fresh log
+    if (lead() && !a->resume && !(r->log = freopen(r->log_path, "w", r->log))) {   // a fresh run: a fresh log
         fprintf(stderr, "train: cannot write %s\n", r->log_path);
         return 1;
     }
-    int S = r->ds.input_size, C = r->ds.c, B = a->batch;
-    r->x1 = tensor_new(r->dev, SHAPE(B, C, S, S));
-    r->x2 = tensor_new(r->dev, SHAPE(B, C, S, S));
+    int S = r->ds.input_size, C = r->ds.c, B = a->batch, b = B / comm_size();   // b: this process's share
+    r->x1 = tensor_new(r->dev, SHAPE(b, C, S, S));
+    r->x2 = tensor_new(r->dev, SHAPE(b, C, S, S));
     r->idx1 = xmalloc((size_t)B * sizeof(int));
     r->idx2 = xmalloc((size_t)B * sizeof(int));
     char total[32];
@@ -423,9 +457,36 @@ static void save_views(const Run *r, const Batch *batch) {
     free(src);
 }
 
+// Data-parallel: one all-reduce after every step makes the logged scalars those of the whole batch (the mean of the
+// processes' losses, the sum of their counts) and the decisions common: stop if any process got a signal,
+// checkpoint / fix the --minutes count when the lead's clock says so.
+static void share_step(Run *r, StepStats *s, long *lin, long *mlp, long *n_lab) {
+    int n = s->n_terms;
+    float v[MAX_TERMS + 7];
+    v[0] = s->total;
+    for (int i = 0; i < n; i++) v[1 + i] = s->terms[i].value;
+    double now = now_seconds(), window = fmin(MEASURE_SECONDS, MEASURE_SHARE * 60 * r->a.minutes);
+    v[n + 1] = (float)*lin;
+    v[n + 2] = (float)*mlp;
+    v[n + 3] = (float)*n_lab;
+    v[n + 4] = (float)stop_signal;
+    v[n + 5] = lead() && now - r->last_checkpoint_time >= r->a.ckpt_every;
+    v[n + 6] = lead() && r->st.total_steps == 0 && r->measure_from_step >= 0 && now - r->measure_from_time >= window;
+    comm_allreduce_sum(v, n + 7, DEV_CPU);
+    float P = (float)comm_size();
+    s->total = v[0] / P;
+    for (int i = 0; i < n; i++) s->terms[i].value = v[1 + i] / P;
+    *lin = (long)v[n + 1];
+    *mlp = (long)v[n + 2];
+    *n_lab = (long)v[n + 3];
+    r->stop_all = v[n + 4] > 0 ? (stop_signal ? stop_signal : SIGTERM) : 0;
+    r->checkpoint_due = v[n + 5] > 0;
+    r->fix_due = v[n + 6] > 0;
+}
+
 // One optimiser step on the next batch.
 static StepStats train_step(Run *r) {
-    int B = r->a.batch;
+    int B = r->a.batch, b = B / comm_size(), first = comm_rank() * b;   // this process's rows of the batch
     bool profiled = profiled_step(r);
     double t_step = now_seconds();
     autograd_set_profiling(profiled);
@@ -433,7 +494,7 @@ static StepStats train_step(Run *r) {
     double wait0 = loader_wait_seconds(r->loader);
     loader_next(r->loader, &batch);
     r->window_wait += loader_wait_seconds(r->loader) - wait0;
-    if (r->a.save_views && r->session_steps == 0) save_views(r, batch);
+    if (r->a.save_views && r->session_steps == 0 && lead()) save_views(r, batch);
     tensor_copy_from_host(r->x1, batch->x1);
     tensor_copy_from_host(r->x2, batch->x2);
     // per-step randomness (5x5 source locations, dropout) from (seed, step): a resume reproduces it exactly
@@ -445,8 +506,13 @@ static StepStats train_step(Run *r) {
     }
     paramset_zero_grad(&r->model.ps);
     autograd_profile_mark();
-    AmdimLoss L = amdim_loss(&r->model, r->x1, r->x2, batch->labels, r->idx1, r->idx2, &rng);
+    AmdimLoss L = amdim_loss(&r->model, r->x1, r->x2, batch->labels, r->idx1 + first, r->idx2 + first, &rng);
     backward(L.total);
+    if (comm_size() > 1) {   // the mean of the processes' gradients: the gradient of the whole batch's loss
+        ParamSet *ps = &r->model.ps;
+        comm_allreduce_sum(ps->grad->data, ps->total, ps->grad->device);
+        KERNEL(ps->grad->device, scale_forward)(ps->grad->data, ps->grad->data, 1.0f / (float)comm_size(), ps->total);
+    }
     r->opt.lr = learning_rate(&r->a, r->st.step, r->st.total_steps);
     double t_opt = now_seconds();
     adam_update(&r->opt, &r->model.ps);
@@ -456,7 +522,7 @@ static StepStats train_step(Run *r) {
         profile_add_tape(&r->profile);
     }
     bool last_profiled = profiled && r->session_steps == r->a.profile;
-    if (r->a.dump_graph && (r->a.profile ? last_profiled : r->session_steps == 0)) dump_graph(r);
+    if (r->a.dump_graph && (r->a.profile ? last_profiled : r->session_steps == 0) && lead()) dump_graph(r);
 
     StepStats s = {.total = tensor_item(L.total), .lr = r->opt.lr, .epoch = batch->epoch};
     const struct { const char *key; Tensor *t; } terms[MAX_TERMS] = {
@@ -466,16 +532,19 @@ static StepStats train_step(Run *r) {
             s.terms[s.n_terms].key = terms[i].key;
             s.terms[s.n_terms++].value = tensor_item(terms[i].t);
         }
-    long n_lab = 0;
-    r->epoch_correct_lin += count_correct(L.lin_logits, batch->labels, B, &n_lab);
-    r->epoch_correct_mlp += count_correct(L.mlp_logits, batch->labels, B, &n_lab);
-    r->epoch_labeled += n_lab / 2;   // counted once per classifier
+    long n_lab = 0, lin = count_correct(L.lin_logits, batch->labels, b, &n_lab);
+    long mlp = count_correct(L.mlp_logits, batch->labels, b, &n_lab);
     tape_clear();
+    if (comm_size() > 1) share_step(r, &s, &lin, &mlp, &n_lab);
+    else r->stop_all = stop_signal;
+    r->epoch_correct_lin += lin;
+    r->epoch_correct_mlp += mlp;
+    r->epoch_labeled += n_lab / 2;   // counted once per classifier
     autograd_set_profiling(false);
     if (profiled) {
         r->profile.steps++;
         r->profile.step_s += now_seconds() - t_step;
-        if (last_profiled) {
+        if (last_profiled && lead()) {
             printf("%s", isatty(STDOUT_FILENO) ? "\n" : "");
             profile_print(&r->profile, stdout);
         }
@@ -491,6 +560,7 @@ static StepStats train_step(Run *r) {
 
 // The progress line and one log.jsonl line for the steps since the last one.
 static int log_step(Run *r, const StepStats *s) {
+    if (!lead()) return 0;
     double t = now_seconds(), dt = t - r->window_start;
     double img_s = r->window_steps * r->a.batch / dt;
     char total[24] = "?", eta[32] = "";
@@ -524,6 +594,10 @@ static int log_step(Run *r, const StepStats *s) {
 
 // The online probes' accuracy over the epoch that just ended.
 static int log_epoch(Run *r) {
+    if (!lead()) {
+        r->epoch_correct_lin = r->epoch_correct_mlp = r->epoch_labeled = 0;
+        return 0;
+    }
     double lin = r->epoch_labeled ? 100.0 * r->epoch_correct_lin / r->epoch_labeled : 0;
     double mlp = r->epoch_labeled ? 100.0 * r->epoch_correct_mlp / r->epoch_labeled : 0;
     printf("%sepoch %ld done: online probes on the augmented training views: linear %.2f%%, MLP %.2f%%\n",
@@ -545,6 +619,8 @@ static int fix_step_count(Run *r, int argc, char **argv) {
     double t = now_seconds(), step_s = (t - r->measure_from_time) / (double)done;
     double left = r->a.minutes * 60 - (r->st.train_seconds + t - r->session_start);
     r->st.total_steps = r->st.step + (left > 0 ? (long)(left / step_s) : 0);
+    comm_broadcast_host(&r->st.total_steps, sizeof r->st.total_steps, 0);   // the lead's count for every process
+    if (!lead()) return 0;
     printf("%s--minutes %g: %.4f s per step over steps %ld-%ld, so this run is %ld steps. To repeat it exactly:\n  ",
            isatty(STDOUT_FILENO) ? "\n" : "", r->a.minutes, step_s, r->measure_from_step, r->st.step,
            r->st.total_steps);
@@ -602,13 +678,15 @@ static int check_finite(Run *r, const char *when) {
     return -1;
 }
 
+// Every process checks its state (they are equal); the lead writes the file.
 static int save_checkpoint(Run *r) {
     char err[4400];
     if (check_finite(r, "before a checkpoint")) return 3;
     r->st.train_seconds += now_seconds() - r->session_start;
-    r->session_start = now_seconds();
-    if (checkpoint_save(r->ckpt_path, &r->model, &r->opt, &r->st, err, sizeof err)) {
+    r->session_start = r->last_checkpoint_time = now_seconds();
+    if (lead() && checkpoint_save(r->ckpt_path, &r->model, &r->opt, &r->st, err, sizeof err)) {
         fprintf(stderr, "%strain: %s\n", isatty(STDOUT_FILENO) ? "\n" : "", err);
+        if (comm_size() > 1) comm_abort("train: stopping every process");
         return 1;
     }
     r->checkpoint_step = r->st.step;
@@ -617,15 +695,24 @@ static int save_checkpoint(Run *r) {
 
 int main(int argc, char **argv) {
     engine_prefer_passive_wait(argv);
+    comm_init(&argc, &argv);
+    if (!lead() && !freopen("/dev/null", "w", stdout)) return 1;   // one process speaks; errors still reach stderr
     catch_stop_signals();
     Run r;
     int rc = run_open(&r, argc, argv);
-    if (rc) { run_close(&r); return rc; }
+    if (rc) {
+        run_close(&r);
+        if (comm_size() > 1) comm_abort("train: stopping every process");
+        comm_finalize();
+        return rc;
+    }
+    if (comm_size() > 1) printf("data-parallel: %s, %d images per process and step\n", comm_describe(),
+                                r.a.batch / comm_size());
     long start_step = r.st.step;
-    double t_start = now_seconds(), t_last_ckpt = t_start;
-    r.session_start = r.window_start = t_start;
+    double t_start = now_seconds();
+    r.session_start = r.window_start = r.last_checkpoint_time = t_start;
     if (r.st.total_steps == 0) r.measure_from_step = -1;   // --minutes: measuring starts after the skipped steps
-    while ((r.st.total_steps == 0 || r.st.step < r.st.total_steps) && !stop_signal) {
+    while ((r.st.total_steps == 0 || r.st.step < r.st.total_steps) && !r.stop_all) {
         StepStats s = train_step(&r);
         if (!isfinite(s.total)) {
             char kept[4200];
@@ -644,24 +731,28 @@ int main(int argc, char **argv) {
             r.measure_from_time = now_seconds();
         }
         double window = fmin(MEASURE_SECONDS, MEASURE_SHARE * 60 * r.a.minutes);
-        if (r.st.total_steps == 0 && r.measure_from_step >= 0 && now_seconds() - r.measure_from_time >= window &&
-            fix_step_count(&r, argc, argv)) { rc = 1; break; }
+        bool fix = comm_size() > 1 ? r.fix_due
+                                   : r.st.total_steps == 0 && r.measure_from_step >= 0 &&
+                                         now_seconds() - r.measure_from_time >= window;
+        if (fix && fix_step_count(&r, argc, argv)) { rc = 1; break; }
         bool epoch_end = r.st.position == 0;
         bool last = r.st.total_steps && r.st.step >= r.st.total_steps;
         if ((r.st.step % r.a.log_every == 0 || epoch_end || last) && log_step(&r, &s)) rc = 1;
         if (epoch_end && log_epoch(&r)) rc = 1;
-        if (rc) { fprintf(stderr, "\ntrain: cannot write %s\n", r.log_path); break; }
-        if (!last && !stop_signal && now_seconds() - t_last_ckpt >= r.a.ckpt_every) {
-            if ((rc = save_checkpoint(&r))) break;
-            t_last_ckpt = now_seconds();
+        if (rc) {
+            fprintf(stderr, "\ntrain: cannot write %s\n", r.log_path);
+            if (comm_size() > 1) comm_abort("train: stopping every process");
+            break;
         }
+        bool due = comm_size() > 1 ? r.checkpoint_due : now_seconds() - r.last_checkpoint_time >= r.a.ckpt_every;
+        if (!last && !r.stop_all && due && (rc = save_checkpoint(&r))) break;
     }
     if (rc == 0 && (rc = save_checkpoint(&r)) == 0) {
-        if (stop_signal) {
+        if (r.stop_all) {
             printf("%sstopped by %s at step %ld; checkpoint: %s (continue with the same command and --resume)\n",
-                   isatty(STDOUT_FILENO) ? "\n" : "", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r.st.step,
+                   isatty(STDOUT_FILENO) ? "\n" : "", r.stop_all == SIGINT ? "SIGINT" : "SIGTERM", r.st.step,
                    r.ckpt_path);
-            rc = 128 + stop_signal;
+            rc = 128 + r.stop_all;
         } else {
             printf("%strained %ld steps in %.1fs (peak memory %.0f MiB); checkpoint: %s\n",
                    isatty(STDOUT_FILENO) ? "\n" : "", r.st.step - start_step, now_seconds() - t_start, peak_rss_mib(),
@@ -669,5 +760,6 @@ int main(int argc, char **argv) {
         }
     }
     run_close(&r);
+    comm_finalize();
     return rc;
 }

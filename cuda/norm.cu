@@ -104,3 +104,50 @@ void batchnorm_backward_cuda(float *dx, float *dgamma, float *dbeta, const float
                                                                            gamma, N, C, S, training);
     LAUNCH_CHECK();
 }
+
+// Synchronised BN's pieces (ops/norm.c builds the rest from the kernels above in eval mode).
+// sums[c] = sum (x - shift[c]), sums[C + c] = sum (x - shift[c])^2; one block per channel, double sums
+static __global__ void channel_moments_kernel(float *sums, const float *x, const float *shift, int N, int C, int S) {
+    __shared__ double scratch[32];
+    long count = (long)N * S;
+    for (int c = blockIdx.x; c < C; c += gridDim.x) {  // uniform per block
+        double sh = shift ? shift[c] : 0, s1 = 0, s2 = 0;
+        for (long k = threadIdx.x; k < count; k += blockDim.x) {
+            double d = x[channel_index(k, c, C, S)] - sh;
+            s1 += d;
+            s2 += d * d;
+        }
+        s1 = block_sum(s1, scratch);
+        s2 = block_sum(s2, scratch);
+        if (threadIdx.x == 0) {
+            sums[c] = (float)s1;
+            sums[C + c] = (float)s2;
+        }
+    }
+}
+
+void channel_moments_cuda(float *sums, const float *x, const float *shift, int N, int C, int S) {
+    if (C <= 0) return;
+    channel_moments_kernel<<<C < MAX_BLOCKS ? C : MAX_BLOCKS, THREADS>>>(sums, x, shift, N, C, S);
+    LAUNCH_CHECK();
+}
+
+// dx += gamma * invstd * (dy - sum_dy / M - xhat * sum_dy_xhat / M), one thread per element
+static __global__ void batchnorm_backward_stats_kernel(float *dx, const float *dout, const float *x,
+                                                       const float *mean, const float *invstd, const float *gamma,
+                                                       const float *sums, double M, int N, int C, int S) {
+    GRID_STRIDE(t, (long)N * C * S) {
+        int c = (int)(t / S % C);
+        float inv = invstd[c], mean_dy = (float)(sums[c] / M), mean_dy_xhat = (float)(sums[C + c] / M);
+        dx[t] += gamma[c] * inv * (dout[t] - mean_dy - (x[t] - mean[c]) * inv * mean_dy_xhat);
+    }
+}
+
+void batchnorm_backward_stats_cuda(float *dx, const float *dout, const float *x, const float *mean,
+                                   const float *invstd, const float *gamma, const float *sums, double M, int N, int C,
+                                   int S) {
+    long n = (long)N * C * S;
+    if (!dx || n <= 0) return;
+    batchnorm_backward_stats_kernel<<<blocks_for(n), THREADS>>>(dx, dout, x, mean, invstd, gamma, sums, M, N, C, S);
+    LAUNCH_CHECK();
+}

@@ -57,6 +57,10 @@ typedef struct Loader Loader;
 // (seed, epoch, position) so the result does not depend on the number of workers.
 // TEST: dataset order, no shuffle, the last partial batch is kept (batch->batch may be smaller).
 Loader *loader_new(const Dataset *ds, LoaderMode mode, int batch, uint64_t seed, int n_workers);
+// Data-parallel training: this process takes rows [rank * batch/size, (rank + 1) * batch/size) of every batch (the
+// same seeded order and augmentation seeds as one process taking them all); batch->batch is then batch/size, and
+// epoch/position stay those of the whole batch. batch % size must be 0. Restarts the workers at the same place.
+void loader_set_shard(Loader *ld, int rank, int size);
 // Start (or restart) at a given epoch and position (resume). position must be a multiple of batch.
 void loader_seek(Loader *ld, long epoch, long position);
 // Blocks until the next batch is ready; the batch stays valid until the next call. Returns false after the

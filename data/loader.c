@@ -25,6 +25,7 @@ struct Loader {
     long image_floats;          // C * S * S
     long batches_per_epoch;     // TRAIN: N / B (drop_last); TEST: ceil(N / B)
     long start_epoch, start_position, n_batches;   // this run: its origin and length (TRAIN: endless)
+    int shard_first, shard_rows;                   // TRAIN: the rows of each batch this process takes
     Batch *slots;               // (n_slots)
     long *slot_batch;           // run batch index each slot holds when ready, -1 when none
     long next_claim, next_consume, held;           // held: batch the consumer still reads, -1 when none
@@ -56,14 +57,15 @@ static void fill_batch(Loader *ld, long k, Batch *b, int *perm, long *perm_epoch
         long g = ld->start_position / ld->batch + k;   // batch index counted from the start of start_epoch
         b->epoch = ld->start_epoch + g / ld->batches_per_epoch;
         b->position = (g % ld->batches_per_epoch) * ld->batch;
-        b->batch = ld->batch;
+        b->batch = ld->shard_rows;
         if (*perm_epoch != b->epoch) {
             epoch_permutation(perm, ds->n, ld->seed, b->epoch);
             *perm_epoch = b->epoch;
         }
         for (int r = 0; r < b->batch; r++) {
-            int idx = perm[b->position + r];
-            uint64_t row_seed = rng_hash3(ld->seed, (uint64_t)b->epoch, (uint64_t)(b->position + r));
+            long row = b->position + ld->shard_first + r;   // the row of the whole batch
+            int idx = perm[row];
+            uint64_t row_seed = rng_hash3(ld->seed, (uint64_t)b->epoch, (uint64_t)row);
             augment_pair(ds, idx, row_seed, b->x1 + r * f, b->x2 + r * f);
             b->indices[r] = idx;
             b->labels[r] = ds->labels[idx];
@@ -128,6 +130,7 @@ Loader *loader_new(const Dataset *ds, LoaderMode mode, int batch, uint64_t seed,
     ld->ds = ds;
     ld->mode = mode;
     ld->batch = batch;
+    ld->shard_rows = batch;
     ld->seed = seed;
     ld->n_workers = n_workers;
     ld->n_slots = n_workers + 1 > 4 ? n_workers + 1 : 4;   // every worker can fill while the consumer holds one
@@ -151,6 +154,14 @@ Loader *loader_new(const Dataset *ds, LoaderMode mode, int batch, uint64_t seed,
     ld->n_batches = mode == LOADER_TRAIN_PAIRS ? LONG_MAX : ld->batches_per_epoch;
     start_workers(ld);
     return ld;
+}
+
+void loader_set_shard(Loader *ld, int rank, int size) {
+    CHECK(ld->mode == LOADER_TRAIN_PAIRS && size >= 1 && rank >= 0 && rank < size && ld->batch % size == 0,
+          "shard %d of %d of a batch of %d", rank, size, ld->batch);
+    ld->shard_rows = ld->batch / size;
+    ld->shard_first = rank * ld->shard_rows;
+    loader_seek(ld, ld->start_epoch, ld->start_position);
 }
 
 void loader_seek(Loader *ld, long epoch, long position) {

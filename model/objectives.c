@@ -6,19 +6,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../comm/comm.h"
 #include "amdim.h"
 
 // ---------------------------------------------------------------- objectives (spec section 4 and 14)
 
-Tensor *amdim_nce(Tensor *S, Tensor *T, int P, float tclip, Tensor **reg) {
-    int B = T->shape[0], D = T->shape[1], L = T->shape[2] * T->shape[3];
-    CHECK(S->ndim == 2 && S->shape[0] == B * P && S->shape[1] == D, "NCE sources must be (%d, %d)", B * P, D);
-    // targets as rows: (B, D, L) -> (B, L, D) -> (B*L, D)
-    Tensor *targets = op_reshape(op_transpose(op_reshape(T, SHAPE(B, D, L))), SHAPE(B * L, D));
-    Tensor *R = op_scale(op_matmul(S, targets, false, true), 1.0f / sqrtf((float)D));   // (B*P, B*L)
+// data-parallel training: the targets of every process (op_all_gather); one process: x itself
+static Tensor *all_ranks(Tensor *x) { return comm_size() > 1 ? op_all_gather(x) : x; }
+
+// S: (B*P, D) this process's sources; T: (Bt, D, H, W) the targets of all processes, S's own images at `first`
+static Tensor *nce_shard(Tensor *S, Tensor *T, int P, int first, float tclip, Tensor **reg) {
+    int Bt = T->shape[0], D = T->shape[1], L = T->shape[2] * T->shape[3], B = S->shape[0] / P;
+    CHECK(S->ndim == 2 && S->shape[0] == B * P && S->shape[1] == D && first + B <= Bt,
+          "NCE sources must be (B*%d, %d) with their images among the %d targets", P, D, Bt);
+    Tensor *targets = op_reshape(op_transpose(op_reshape(T, SHAPE(Bt, D, L))), SHAPE(Bt * L, D));
+    Tensor *R = op_scale(op_matmul(S, targets, false, true), 1.0f / sqrtf((float)D));   // (B*P, Bt*L)
     *reg = op_scale(op_mean(op_square(R), -1), 0.05f);                                   // on the unclipped scores
     Tensor *Q = op_scale(op_tanh(op_scale(R, 1.0f / tclip)), tclip);                     // soft clip to (-c, c)
-    return op_nce_log_softmax(Q, B, P, L);                                               // (B, P, L)
+    return op_nce_log_softmax_shard(Q, B, P, L, Bt, first);                              // (B, P, L)
+}
+
+Tensor *amdim_nce(Tensor *S, Tensor *T, int P, float tclip, Tensor **reg) {
+    CHECK(S->shape[0] == T->shape[0] * P, "NCE sources must be (%d, D)", T->shape[0] * P);
+    return nce_shard(S, T, P, 0, tclip, reg);
 }
 
 // k mixture components per source: fc2(relu(fc1(a))) + a, as (B*k, D) rows
@@ -61,18 +71,19 @@ void amdim_mixture_winners(Amdim *m, Tensor *x, int *winner) {
     autograd_set_grad_enabled(was);
 }
 
-// global source a (B, D) against the target map T of the other view: plain NCE or the mixture objective
-static Tensor *global_task(Amdim *m, Tensor *a, Tensor *T, Tensor **reg) {
+// global source a (B, D) against the target map T (Bt, D, H, W) of the other view, a's images at `first`: plain
+// NCE or the mixture objective
+static Tensor *global_task(Amdim *m, Tensor *a, Tensor *T, int first, Tensor **reg) {
     const AmdimConfig *c = &m->cfg;
     if (c->mixtures > 1)
-        return mixture_objective(amdim_nce(mixture_sources(m, a), T, c->mixtures, c->tclip, reg), c->mix_tau,
+        return mixture_objective(nce_shard(mixture_sources(m, a), T, c->mixtures, first, c->tclip, reg), c->mix_tau,
                                  c->mix_alpha);
-    return op_scale(op_mean(amdim_nce(a, T, 1, c->tclip, reg), -1), -1.0f);
+    return op_scale(op_mean(nce_shard(a, T, 1, first, c->tclip, reg), -1), -1.0f);
 }
 
-static Tensor *local_task(Amdim *m, Tensor *m5_src, const int *idx, Tensor *T, Tensor **reg) {
+static Tensor *local_task(Amdim *m, Tensor *m5_src, const int *idx, Tensor *T, int first, Tensor **reg) {
     Tensor *s5 = op_gather_location(m5_src, idx);   // (B, D)
-    return op_scale(op_mean(amdim_nce(s5, T, 1, m->cfg.tclip, reg), -1), -1.0f);
+    return op_scale(op_mean(nce_shard(s5, T, 1, first, m->cfg.tclip, reg), -1), -1.0f);
 }
 
 static Tensor *half_sum(Tensor *a, Tensor *b) { return op_scale(op_add(a, b), 0.5f); }
@@ -121,11 +132,15 @@ static AmdimLoss cpc_loss(Amdim *m, Tensor *x, const int *labels, Rng *rng) {
     Tensor *c = op_reshape(op_transpose(op_reshape(cmap, SHAPE(B, D, L))), SHAPE(B * L, D));
     int *target = xmalloc((size_t)B * L * sizeof(int));
     Tensor *sum = NULL;
+    autograd_scope("gather");
+    Tensor *z_all = all_ranks(z);   // the negatives: every process's patch vectors
+    int first = comm_rank() * B * L;
     for (int k = 1; k <= K; k++) {
         autograd_scope("cpc.predict");
-        for (int r = 0; r < B * L; r++) target[r] = r / G % G + k < G ? r + k * G : -1;   // row r = (b, i, j)
-        Tensor *pred = op_matmul(c, m->cpc_pred[k - 1], false, true);                      // (B*L, D)
-        Tensor *logits = op_scale(op_matmul(pred, z, false, true), 1.0f / sqrtf((float)D));  // (B*L, B*L)
+        for (int r = 0; r < B * L; r++)   // row r = (b, i, j); the patch k rows below, among all processes' rows
+            target[r] = r / G % G + k < G ? first + r + k * G : -1;
+        Tensor *pred = op_matmul(c, m->cpc_pred[k - 1], false, true);                          // (B*L, D)
+        Tensor *logits = op_scale(op_matmul(pred, z_all, false, true), 1.0f / sqrtf((float)D));  // (B*L, Bt*L)
         sum = add_present(sum, op_cross_entropy(logits, target));
     }
     free(target);
@@ -147,23 +162,31 @@ AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const 
     bool two = c->views == 2;
     Features v1 = amdim_encode(m, x1, true, true);
     Features v2 = two ? amdim_encode(m, x2, true, true) : v1;
+    // data-parallel: this process's sources against the targets of every process (its images from `first` on)
+    int first = comm_rank() * x1->shape[0];
+    autograd_scope("gather");
+    Tensor *t5_1 = v1.m5 ? all_ranks(v1.m5) : NULL, *t7_1 = v1.m7 ? all_ranks(v1.m7) : NULL;
+    Tensor *t5_2 = two && v2.m5 ? all_ranks(v2.m5) : t5_1, *t7_2 = two && v2.m7 ? all_ranks(v2.m7) : t7_1;
     Tensor *r[6];
     int n_reg = 0;
     if (c->tasks & TASK_1T5) {
         autograd_scope("nce.1t5");
-        out.l1t5 = two ? half_sum(global_task(m, v1.f1, v2.m5, &r[n_reg]), global_task(m, v2.f1, v1.m5, &r[n_reg + 1]))
-                       : global_task(m, v1.f1, v1.m5, &r[n_reg]);
+        out.l1t5 = two ? half_sum(global_task(m, v1.f1, t5_2, first, &r[n_reg]),
+                                  global_task(m, v2.f1, t5_1, first, &r[n_reg + 1]))
+                       : global_task(m, v1.f1, t5_1, first, &r[n_reg]);
         n_reg += two ? 2 : 1;
     }
     if (c->tasks & TASK_1T7) {
         autograd_scope("nce.1t7");
-        out.l1t7 = two ? half_sum(global_task(m, v1.f1, v2.m7, &r[n_reg]), global_task(m, v2.f1, v1.m7, &r[n_reg + 1]))
-                       : global_task(m, v1.f1, v1.m7, &r[n_reg]);
+        out.l1t7 = two ? half_sum(global_task(m, v1.f1, t7_2, first, &r[n_reg]),
+                                  global_task(m, v2.f1, t7_1, first, &r[n_reg + 1]))
+                       : global_task(m, v1.f1, t7_1, first, &r[n_reg]);
         n_reg += two ? 2 : 1;
     }
     if (c->tasks & TASK_5T5) {   // two views only (checked by the config)
         autograd_scope("nce.5t5");
-        out.l5t5 = half_sum(local_task(m, v1.m5, idx1, v2.m5, &r[n_reg]), local_task(m, v2.m5, idx2, v1.m5, &r[n_reg + 1]));
+        out.l5t5 = half_sum(local_task(m, v1.m5, idx1, t5_2, first, &r[n_reg]),
+                            local_task(m, v2.m5, idx2, t5_1, first, &r[n_reg + 1]));
         n_reg += 2;
     }
     autograd_scope("loss");

@@ -4,8 +4,11 @@
 #include "norm.h"
 
 #include <math.h>
+#include <stdlib.h>
 
+#include "../comm/comm.h"
 #include "../tensor/device.h"
+#include "elementwise.h"
 
 // out, x: (N, C, S); mean, invstd, gamma, beta, running_mean, running_var: (C)
 void batchnorm_forward_cpu(float *out, float *mean, float *invstd, const float *x, const float *gamma,
@@ -79,15 +82,98 @@ void batchnorm_backward_cpu(float *dx, float *dgamma, float *dbeta, const float 
     }
 }
 
+// out: sums (2C) in double, then rounded; x: (N, C, S)
+void channel_moments_cpu(float *sums, const float *x, const float *shift, int N, int C, int S) {
+    #pragma omp parallel for if ((long)N * C * S > PARALLEL_MIN_WORK)
+    for (int c = 0; c < C; c++) {
+        double s1 = 0, s2 = 0, sh = shift ? shift[c] : 0;
+        for (int n = 0; n < N; n++) {
+            const float *xc = x + ((long)n * C + c) * S;
+            for (int s = 0; s < S; s++) { double d = xc[s] - sh; s1 += d; s2 += d * d; }
+        }
+        sums[c] = (float)s1;
+        sums[C + c] = (float)s2;
+    }
+}
+
+void batchnorm_backward_stats_cpu(float *dx, const float *dout, const float *x, const float *mean,
+                                  const float *invstd, const float *gamma, const float *sums, double M, int N, int C,
+                                  int S) {
+    #pragma omp parallel for if ((long)N * C * S > PARALLEL_MIN_WORK)
+    for (int c = 0; c < C; c++) {
+        float scale = gamma[c] * invstd[c], mu = mean[c], inv = invstd[c];
+        float mean_dy = (float)(sums[c] / M), mean_dy_xhat = (float)(sums[C + c] / M);
+        for (int n = 0; n < N; n++) {
+            const float *dc = dout + ((long)n * C + c) * S, *xc = x + ((long)n * C + c) * S;
+            float *dxc = dx + ((long)n * C + c) * S;
+            for (int s = 0; s < S; s++) dxc[s] += scale * (dc[s] - mean_dy - (xc[s] - mu) * inv * mean_dy_xhat);
+        }
+    }
+}
+
 // in: x, gamma, beta; saved: mean, invstd (C)
-typedef struct { int N, C, S; bool training; } BatchnormArgs;
+typedef struct { int N, C, S; bool training, synced; double M; } BatchnormArgs;
+
+// synchronised BN's backward: this process's sums of dy and dy * xhat (as eval-mode BN's dgamma, dbeta), the sums
+// of all processes, then the path through the statistics with the whole batch's count
+static void batchnorm_synced_backward(Node *n, const BatchnormArgs *a) {
+    Tensor *x = n->in[0], *gamma = n->in[1];
+    Device dev = x->device;
+    int C = a->C;
+    Tensor *sums = tape_tensor(dev, SHAPE(2 * C));   // sum_dy, sum_dy_xhat
+    dev_zero(dev, sums->data, (size_t)2 * C * sizeof(float));
+    float *dx = input_grad(n, 0);
+    KERNEL(dev, batchnorm_backward)(NULL, sums->data + C, sums->data, n->out->grad, x->data, n->saved[0]->data,
+                                    n->saved[1]->data, gamma->data, a->N, C, a->S, false);
+    float *dgamma = input_grad(n, 1), *dbeta = input_grad(n, 2);   // the parameters take this process's sums
+    if (dgamma) KERNEL(dev, axpy)(dgamma, sums->data + C, 1.0f, C);
+    if (dbeta) KERNEL(dev, axpy)(dbeta, sums->data, 1.0f, C);
+    if (!dx) return;
+    comm_allreduce_sum(sums->data, 2 * C, dev);
+    KERNEL(dev, batchnorm_backward_stats)(dx, n->out->grad, x->data, n->saved[0]->data, n->saved[1]->data,
+                                          gamma->data, sums->data, a->M, a->N, C, a->S);
+}
 
 static void batchnorm_backward_node(Node *n) {
     const BatchnormArgs *a = n->args;
+    if (a->synced) { batchnorm_synced_backward(n, a); return; }
     Tensor *x = n->in[0], *gamma = n->in[1];
     KERNEL(x->device, batchnorm_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), n->out->grad,
                                           x->data, n->saved[0]->data, n->saved[1]->data, gamma->data, a->N, a->C,
                                           a->S, a->training);
+}
+
+// Synchronised BN's forward: the whole batch's mean and biased variance from all-reduced sums (two passes, as one
+// process does), then eval-mode normalisation with them; the running statistics move as one process's would.
+static void batchnorm_synced_forward(Tensor *out, Tensor *mean, Tensor *invstd, Tensor *x, Tensor *gamma,
+                                     Tensor *beta, Tensor *running_mean, Tensor *running_var, int N, int C, int S,
+                                     double M) {
+    Device dev = x->device;
+    float *host = xmalloc((size_t)6 * C * sizeof(float));   // sums (2C), mean (C), var (C), running (2C)
+    float *sums = host, *mu = host + 2 * C, *var = host + 3 * C, *rm = host + 4 * C, *rv = host + 5 * C;
+    Tensor *dsums = tape_tensor(dev, SHAPE(2 * C)), *stat_mean = tape_tensor(dev, SHAPE(C)), *stat_var = tape_tensor(dev, SHAPE(C));
+    KERNEL(dev, channel_moments)(dsums->data, x->data, NULL, N, C, S);
+    dev_copy(sums, DEV_CPU, dsums->data, dev, (size_t)2 * C * sizeof(float));
+    comm_allreduce_sum(sums, C, DEV_CPU);
+    for (int c = 0; c < C; c++) mu[c] = (float)(sums[c] / M);
+    tensor_copy_from_host(stat_mean, mu);
+    KERNEL(dev, channel_moments)(dsums->data, x->data, stat_mean->data, N, C, S);   // around the mean
+    dev_copy(sums, DEV_CPU, dsums->data, dev, (size_t)2 * C * sizeof(float));
+    comm_allreduce_sum(sums + C, C, DEV_CPU);
+    tensor_copy_to_host(running_mean, rm);
+    tensor_copy_to_host(running_var, rv);
+    for (int c = 0; c < C; c++) {
+        double v = sums[C + c] / M;   // biased: what the batch is normalised with; the running estimate is unbiased
+        var[c] = (float)v;
+        rm[c] = (float)((1.0 - BN_MOMENTUM) * rm[c] + BN_MOMENTUM * mu[c]);
+        rv[c] = (float)((1.0 - BN_MOMENTUM) * rv[c] + BN_MOMENTUM * v * M / (M - 1));
+    }
+    tensor_copy_from_host(stat_var, var);
+    KERNEL(dev, batchnorm_forward)(out->data, mean->data, invstd->data, x->data, gamma->data, beta->data,
+                                   stat_mean->data, stat_var->data, N, C, S, false, BN_MOMENTUM, BN_EPS);
+    tensor_copy_from_host(running_mean, rm);
+    tensor_copy_from_host(running_var, rv);
+    free(host);
 }
 
 Tensor *op_batchnorm(Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mean, Tensor *running_var,
@@ -98,16 +184,21 @@ Tensor *op_batchnorm(Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mea
           "batchnorm: gamma, beta and the running stats must hold %d values (one per channel)", C);
     CHECK(gamma->device == x->device && beta->device == x->device && running_mean->device == x->device &&
           running_var->device == x->device, "batchnorm: operands on different devices");
-    CHECK(!training || (long)N * S > 1,
+    bool synced = training && comm_size() > 1;
+    double M = (double)N * S * (synced ? comm_size() : 1);   // values per channel in the whole batch
+    CHECK(!training || M > 1,
           "batchnorm: expected more than 1 value per channel when training, got input size (N=%d, C=%d, S=%d)", N, C,
           S);
     Tensor *out = tape_tensor(x->device, x->ndim, x->shape);
     Tensor *mean = tape_tensor(x->device, SHAPE(C)), *invstd = tape_tensor(x->device, SHAPE(C));
-    KERNEL(x->device, batchnorm_forward)(out->data, mean->data, invstd->data, x->data, gamma->data, beta->data,
-                                         running_mean->data, running_var->data, N, C, S, training, BN_MOMENTUM,
-                                         BN_EPS);
+    if (synced)
+        batchnorm_synced_forward(out, mean, invstd, x, gamma, beta, running_mean, running_var, N, C, S, M);
+    else
+        KERNEL(x->device, batchnorm_forward)(out->data, mean->data, invstd->data, x->data, gamma->data, beta->data,
+                                             running_mean->data, running_var->data, N, C, S, training, BN_MOMENTUM,
+                                             BN_EPS);
     Tensor *in[3] = {x, gamma, beta};
-    BatchnormArgs args = {.N = N, .C = C, .S = S, .training = training};
+    BatchnormArgs args = {.N = N, .C = C, .S = S, .training = training, .synced = synced, .M = M};
     Node *n = tape_record("batchnorm", batchnorm_backward_node, out, 3, in, &args, sizeof args);
     if (n) {
         n->flops = 5.0 * x->numel;   // mean, variance, normalise, scale, shift

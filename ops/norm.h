@@ -22,9 +22,19 @@ DECLARE_KERNEL(void, batchnorm_forward, (float *out, float *mean, float *invstd,
 DECLARE_KERNEL(void, batchnorm_backward, (float *dx, float *dgamma, float *dbeta, const float *dout, const float *x,
                                           const float *mean, const float *invstd, const float *gamma, int N, int C,
                                           int S, bool training));
+// Synchronised BN (data-parallel training) is built from the two kernels above in eval mode plus these two:
+// moments: sums[c] = sum (x - shift[c]), sums[C + c] = sum (x - shift[c])^2 over this process's (N, S), in double
+DECLARE_KERNEL(void, channel_moments, (float *sums, const float *x, const float *shift, int N, int C, int S));
+// dx += gamma * invstd * (dy - sum_dy / M - xhat * sum_dy_xhat / M) with the sums and the count M of all processes;
+// sums: (2C) = sum_dy, sum_dy_xhat
+DECLARE_KERNEL(void, batchnorm_backward_stats, (float *dx, const float *dout, const float *x, const float *mean,
+                                                const float *invstd, const float *gamma, const float *sums, double M,
+                                                int N, int C, int S));
 KERNELS_END
 
 // x: (N, C) or (N, C, H, W); gamma, beta, running_mean, running_var: (C). Running stats are plain buffers.
+// In training with several data-parallel processes (comm/), the statistics are those of the whole batch of all
+// processes (synchronised BN: all-reduced sums, forward and backward).
 Tensor *op_batchnorm(Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mean, Tensor *running_var,
                      bool training);
 

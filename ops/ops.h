@@ -3,6 +3,7 @@
 #define OPS_H
 
 #include "conv.h"
+#include "dist.h"
 #include "elementwise.h"
 #include "linalg.h"
 #include "norm.h"

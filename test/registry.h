@@ -10,6 +10,7 @@ void register_data_tests(void);
 void register_safetensors_tests(void);
 void register_model_tests(void);
 void register_io_tests(void);
+void register_dist_tests(void);
 static void register_all_tests(void) {
     register_grad_tests();
     register_grad_conv_tests();
@@ -20,5 +21,6 @@ static void register_all_tests(void) {
     register_safetensors_tests();
     register_model_tests();
     register_io_tests();
+    register_dist_tests();
 }
 #endif

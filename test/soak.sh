@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 BUILD=${1:-build/asan}
 CYCLES=${2:-12}
 if [ "$BUILD" = build/asan ]; then
-    make -s BUILD=build/asan GPU=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+    make -s BUILD=build/asan GPU=0 MPI=0 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
         build/asan/train build/asan/eval || exit 1
 fi
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1
