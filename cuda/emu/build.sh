@@ -25,7 +25,7 @@ CFLAGS="-std=c11 -O1 -g -D_GNU_SOURCE -fopenmp -DUSE_CUDA -I$EMU/include $BLAS_I
 CXXFLAGS="-std=c++20 -O1 -g -DUSE_CUDA -I$EMU/include -Wall -Wextra -Wno-unused-parameter $EXTRA"
 lib=()
 tests=()
-for f in "$ROOT"/base/*.c "$ROOT"/io/*.c "$ROOT"/tensor/*.c "$ROOT"/comm/*.c "$ROOT"/comm/*.c "$ROOT"/autograd/*.c "$ROOT"/ops/*.c "$ROOT"/model/*.c "$ROOT"/data/*.c "$ROOT"/test/*.c; do
+for f in "$ROOT"/base/*.c "$ROOT"/io/*.c "$ROOT"/tensor/*.c "$ROOT"/comm/*.c "$ROOT"/autograd/*.c "$ROOT"/ops/*.c "$ROOT"/model/*.c "$ROOT"/data/*.c "$ROOT"/test/*.c; do
     [ -e "$f" ] || continue   # a folder without C files yet
     rel=${f#$ROOT/}
     o=$OUT/obj/${rel//\//_}.o
