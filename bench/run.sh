@@ -7,12 +7,20 @@
 # 3. for each preset and batch: our training step and forward pass (build/bench model), then the same model in
 #    PyTorch (bench/torch_ref.py), each in a fresh process so the peak RSS figures do not mix; the ratios.
 # 4. a markdown table for the README (also written to $BENCH_OUT/table.md).
+# 5. where a CUDA device is present (build/bench cuda): the GPU. For each preset, batch and precision (FP32, TF32
+#    convolutions) our training step and forward pass on the GPU, then PyTorch on the same GPU, eager and
+#    torch.compile, in the same run; ratios and both sides' peak GPU memory; a table ($BENCH_OUT/gpu_table.md).
+#    Without a device: one line saying so.
 #
 # Environment: THREADS (2), PRESETS ("tiny cifar-small"), BATCHES ("32 64 128"), WARMUP / STEPS (per preset:
 # tiny 2 / 10, cifar-small 1 / 5), CHANNELS (tiny 1 as Fashion-MNIST, cifar-small 3 as CIFAR),
 # CONV_PRESET (cifar-small), CONV_BATCH (64), GEMM_SIZE (2048), MIN_REPS (5 timed calls per kernel at least),
 # TORCH=0 to skip PyTorch, PYTHON (/usr/bin/python3), BENCH_OUT (BUILD_DIR/bench-results),
 # BENCH_QUICK=1: a smoke run of well under a minute (tiny, batch 32, 1 + 2 steps, small conv and sgemm sizes).
+# GPU section: GPU_ONLY=1 (skip sections 1-4), GPU_PRESETS ("tiny cifar-small"), GPU_BATCHES ("64 128 256"),
+# GPU_PRECISIONS ("fp32 tf32"), GPU_WARMUP (5), GPU_STEPS (20), TORCH_MODES ("eager compile"), COMPILE_BUDGET
+# (seconds of torch.compile per preset, 90), GPU_PYTHON (python3: on the GPU machine the one with PyTorch),
+# GPU_TORCH_FALLBACK=1 (rehearsal without a GPU: the PyTorch rows from torch_ref.py's CPU fallback).
 set -u
 BUILD=${1:-build}
 BENCH=$BUILD/bench
@@ -67,6 +75,7 @@ else
     echo "PyTorch: not available (or TORCH=0): our side alone below, no ratios"
 fi
 
+if [ "${GPU_ONLY:-0}" != 1 ]; then
 echo
 echo "=== 1. the machine's limit"
 "$BENCH" gemm --size "$GEMM_SIZE" --threads "$THREADS" --min-reps "$MIN_REPS" | tee "$OUT/gemm.log"
@@ -132,6 +141,100 @@ echo
 echo "=== 4. table for the README (also in $OUT/table.md)"
 echo
 cat "$OUT/table.md"
+fi
+
+# ---- 5. the GPU ----
+gpu_section() {
+    local presets=${GPU_PRESETS:-tiny cifar-small} batches=${GPU_BATCHES:-64 128 256}
+    local precisions=${GPU_PRECISIONS:-fp32 tf32} gwarm=${GPU_WARMUP:-5} gsteps=${GPU_STEPS:-20}
+    local modes=${TORCH_MODES:-eager compile} budget=${COMPILE_BUDGET:-90} gpy=${GPU_PYTHON:-python3}
+    echo
+    echo "=== 5. the GPU: $(sed -n 's/^bench-cuda: //p' "$OUT/cuda.log")"
+    echo "    ours (build/bench model --device cuda [--tf32]) and PyTorch on the same GPU, in this run; images/s of"
+    echo "    source images (two views each), median of $gsteps timed steps after $gwarm; peak GPU memory: our pool's"
+    echo "    peak held (in use + cached) vs torch.cuda.max_memory_reserved; tf32 = TF32 convolutions, FP32 matmuls"
+    local torch_ok=0
+    if "$gpy" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2> /dev/null; then
+        torch_ok=1
+        echo "    PyTorch $("$gpy" -c 'import torch; print(torch.__version__)') ($gpy); modes: $modes;" \
+             "torch.compile budget ${budget}s per preset"
+    elif [ "${GPU_TORCH_FALLBACK:-0}" = 1 ]; then   # rehearsals without a GPU: torch_ref.py's CPU fallback
+        torch_ok=1
+        echo "    PyTorch with CUDA: not available ($gpy); GPU_TORCH_FALLBACK=1: its rows run on the CPU (a rehearsal)"
+    else
+        echo "    PyTorch with CUDA: not available ($gpy): our side alone"
+    fi
+    : > "$OUT/gpu_lines.txt"
+    for preset in $presets; do
+        local ch
+        ch=$(channels_for "$preset")
+        for batch in $batches; do
+            for prec in $precisions; do
+                local flag=""
+                [ "$prec" = tf32 ] && flag=--tf32
+                "$BENCH" model --device cuda $flag --preset "$preset" --batch "$batch" --channels "$ch" \
+                    --threads "$THREADS" --warmup "$gwarm" --steps "$gsteps" > "$OUT/gpu-$preset-b$batch-$prec.log" 2>&1
+                local st=$? line
+                line=$(grep '^bench: ' "$OUT/gpu-$preset-b$batch-$prec.log")
+                if [ $st != 0 ] || [ -z "$line" ]; then
+                    echo "FAILED: $BENCH model --device cuda $flag --preset $preset --batch $batch"
+                    tail -3 "$OUT/gpu-$preset-b$batch-$prec.log"
+                    rc=1
+                    continue
+                fi
+                echo "  ours  $preset b$batch $prec: train $(field "$line" train_img_s) img/s, forward" \
+                     "$(field "$line" forward_img_s) img/s, peak GPU $(field "$line" peak_gpu_mib) MiB"
+                echo "ours $line" >> "$OUT/gpu_lines.txt"
+            done
+        done
+        if [ $torch_ok = 1 ]; then
+            "$gpy" bench/torch_ref.py --device cuda --preset "$preset" --batches "$(echo $batches | tr ' ' ,)" \
+                --precisions "$(echo $precisions | tr ' ' ,)" --modes "$(echo $modes | tr ' ' ,)" --channels "$ch" \
+                --threads "$THREADS" --warmup "$gwarm" --steps "$gsteps" --compile-budget "$budget" \
+                > "$OUT/gpu-$preset-torch.log" 2>&1
+            [ $? = 0 ] || { echo "PyTorch run failed: $(tail -2 "$OUT/gpu-$preset-torch.log")"; }
+            grep -v '^torch: ' "$OUT/gpu-$preset-torch.log" | sed 's/^/  torch /'
+            grep '^torch: ' "$OUT/gpu-$preset-torch.log" >> "$OUT/gpu_lines.txt"
+        fi
+    done
+    # the table: one row per preset, batch and precision
+    pick() {  # pick SIDE PRESET BATCH PREC [MODE]: the line
+        if [ "$1" = ours ]; then grep "^ours bench: preset=$2 batch=$3 .*precision=$4 " "$OUT/gpu_lines.txt" | head -1
+        else grep "^torch: preset=$2 batch=$3 .*precision=$4 mode=$5 " "$OUT/gpu_lines.txt" | head -1; fi
+    }
+    {
+        echo "GPU benchmark ($(date -u '+%Y-%m-%d'), $(sed -n 's/^bench-cuda: //p' "$OUT/cuda.log")): images/s of source images"
+        echo "(two views each), median of $gsteps timed steps after $gwarm warm-up; ratio = ours / PyTorch; peak GPU"
+        echo "memory in MiB: our pool's peak held vs torch.cuda.max_memory_reserved (eager / compiled)."
+        echo
+        echo "| preset | batch | precision | train ours | train eager | ratio | train compiled | ratio |" \
+             "forward ours | forward eager | ratio | forward compiled | ratio | peak MiB ours | peak MiB eager | peak MiB compiled |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        for preset in $presets; do for batch in $batches; do for prec in $precisions; do
+            local o e c
+            o=$(pick ours "$preset" "$batch" "$prec"); e=$(pick torch "$preset" "$batch" "$prec" eager)
+            c=$(pick torch "$preset" "$batch" "$prec" compile)
+            [ -z "$o$e$c" ] && continue
+            local ot of om et ef em ct cf cm
+            ot=$(field "$o" train_img_s); of=$(field "$o" forward_img_s); om=$(field "$o" peak_gpu_mib)
+            et=$(field "$e" train_img_s); ef=$(field "$e" forward_img_s); em=$(field "$e" peak_gpu_mib)
+            ct=$(field "$c" train_img_s); cf=$(field "$c" forward_img_s); cm=$(field "$c" peak_gpu_mib)
+            echo "| $preset | $batch | $prec | ${ot:--} | ${et:--} | $(ratio "$ot" "$et") | ${ct:--} | $(ratio "$ot" "$ct") |" \
+                 "${of:--} | ${ef:--} | $(ratio "$of" "$ef") | ${cf:--} | $(ratio "$of" "$cf") | ${om:--} | ${em:--} | ${cm:--} |"
+        done; done; done
+    } > "$OUT/gpu_table.md"
+    echo
+    echo "=== GPU table (also in $OUT/gpu_table.md)"
+    echo
+    cat "$OUT/gpu_table.md"
+}
+
+if "$BENCH" cuda > "$OUT/cuda.log" 2>&1; then
+    gpu_section
+else
+    echo
+    echo "=== 5. the GPU: skipped ($(sed -n 's/^bench-cuda: //p' "$OUT/cuda.log"))"
+fi
 echo
 echo "make bench took $(( $(date +%s) - t_start )) s"
 exit $rc
