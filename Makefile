@@ -90,6 +90,7 @@ $(BUILD)/bench: bench/bench.c $(LIB_OBJ)
 test: all
 	$(BUILD)/test_runner
 	bash test/cli_test.sh $(BUILD)
+	bash test/mpi_test.sh $(BUILD)
 
 # sanitizers on the CPU build (ASan does not mix with the CUDA runtime)
 test-asan:
