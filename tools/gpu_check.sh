@@ -47,7 +47,7 @@ unpack_xz() {  # unpack_xz FILE.tar.xz DIR: tar's xz, or Python's lzma where the
 finish() {
     stamp "== done in $(($(date +%s) - T0)) s"
     printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
-    tar -C "$LOGS" -czf "$OUT/logs.tar.gz" . 2> /dev/null
+    tar -C "$LOGS" --exclude="*.safetensors" -czf "$OUT/logs.tar.gz" . 2> /dev/null   # checkpoints: too big
     rm -rf "$LOGS"
     exec >&- 2>&-
     wait "$TEE_PID" 2> /dev/null   # gpu_check.log complete before the files are collected
@@ -86,17 +86,19 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,dr
 command -v nvcc > /dev/null && nvcc --version | tail -1
 
 # ---- the vendored libraries, and where the CUDA libraries are ----
-SYS=/tmp/gpu-sysroot
+SYS=/tmp/gpu/sysroot   # .gpu/sysroot.tar.xz holds sysroot/{include,lib}
 if [ "$EMU" != 1 ]; then
     if [ -f .gpu/sysroot.tar.xz ]; then
-        unpack_xz .gpu/sysroot.tar.xz /tmp && for so in libopenblas libturbojpeg libz; do
+        unpack_xz .gpu/sysroot.tar.xz /tmp/gpu && for so in libopenblas libturbojpeg libz; do
             ln -sf "$(ls $SYS/lib/$so.so.* | head -1)" "$SYS/lib/$so.so"; done
     else
         echo "no .gpu/sysroot.tar.xz (run tools/gpu_pack.sh here and carry .gpu): the system's -dev packages must do"
     fi
     NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2> /dev/null || true)
     CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "${NVCC:-/usr/local/cuda/bin/nvcc}")")}
-    CUBLAS_DIR=$(dirname "$(ls "$CUDA_HOME"/lib64/libcublas.so.* /usr/local/cuda/lib64/libcublas.so.* 2> /dev/null | head -1)" 2> /dev/null)
+    CUBLAS_DIR=$(dirname "$(ls "$CUDA_HOME"/lib64/libcublas.so.* "$CUDA_HOME"/lib/libcublas.so.* \
+        "$CUDA_HOME"/targets/x86_64-linux/lib/libcublas.so.* /usr/local/cuda/lib64/libcublas.so.* 2> /dev/null | head -1)" 2> /dev/null)
+    [ "$CUBLAS_DIR" = . ] && CUBLAS_DIR=""
     [ -z "$CUBLAS_DIR" ] && CUBLAS_DIR=$("$PY" -c 'import nvidia.cu13, os; print(os.path.join(nvidia.cu13.__path__[0], "lib"))' 2> /dev/null)
     export LD_LIBRARY_PATH=$SYS/lib:$CUDA_HOME/lib64${CUBLAS_DIR:+:$CUBLAS_DIR}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | head -1 | tr -d ' .')
@@ -247,7 +249,7 @@ if want run; then
         grep -E '^dataset|--minutes|trained|epoch .* done' "$LOGS/run-train.log" | tail -6
         tail -6 "$LOGS/run-eval.log"
         cp "$LOGS/run/log.jsonl" "$OUT/run_log.jsonl" 2> /dev/null
-        record run PASS "$(grep -o 'trained [0-9]* steps in [0-9.]*s' "$LOGS/run-train.log"); $(grep -A3 '^| features' "$LOGS/run-eval.log" | tail -1 | tr -s ' ') ($(($(date +%s) - t)) s)"
+        record run PASS "$(grep -o 'trained [0-9]* steps in [0-9.]*s' "$LOGS/run-train.log"); $(grep '^| AMDIM' "$LOGS/run-eval.log" | tr -s ' ') ($(($(date +%s) - t)) s)"
     else
         tail -5 "$LOGS/run-train.log" "$LOGS/run-eval.log" 2> /dev/null
         record run FAIL "train or eval failed (run-*.log)"
