@@ -4,6 +4,7 @@
 #   make test-asan  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU build)
 #   make bench      benchmarks (never fail the build; a GPU section where a GPU is present)
 #   make test-gpu   the GPU tests and a CLI run on the GPU, failing without one (REQUIRE_GPU=1)
+#   make test-tools the Python tools: checkpoints in PyTorch, loss-curve and t-SNE pictures (skip without packages)
 #   make deps       install the system packages (as root) or print the command
 
 CC      ?= gcc
@@ -61,7 +62,7 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 PROGRAMS = $(BUILD)/train $(BUILD)/eval $(BUILD)/test_runner
 
-.PHONY: all test test-asan test-gpu bench deps clean lines demo soak
+.PHONY: all test test-asan test-gpu test-tools test-interop bench deps clean lines demo soak
 all: deps-check $(PROGRAMS)
 	@echo "built: $(PROGRAMS) (CUDA: $(if $(filter 1,$(GPU)),yes,no), MPI: $(if $(filter 1,$(MPI)),yes,no))"
 
@@ -91,6 +92,12 @@ test: all
 	$(BUILD)/test_runner
 	bash test/cli_test.sh $(BUILD)
 	bash test/mpi_test.sh $(BUILD)
+
+# the Python tools (tools/README.md): each test skips, saying so, where Debian's torch / matplotlib / sklearn are missing
+test-interop: $(BUILD)/train $(BUILD)/eval
+	bash test/interop_test.sh $(BUILD)
+test-tools: test-interop
+	bash test/tools_test.sh $(BUILD)
 
 # sanitizers on the CPU build (ASan does not mix with the CUDA runtime)
 test-asan:

@@ -25,3 +25,10 @@ build/demo/train --dataset fashion-mnist --preset tiny --batch 64 "${length[@]}"
 build/demo/eval --checkpoint "$RUN/checkpoint.safetensors" --raw --dataset fashion-mnist --threads "$THREADS" \
     --out "$RUN/eval.jsonl" --save-retrievals "$RUN/retrievals.png"
 echo "(spec section 14's reference for raw pixels with a linear classifier: 84.3%; results also in $RUN/eval.jsonl)"
+# the loss curves beside the checkpoint, where Debian's matplotlib is installed (tools/README.md)
+if /usr/bin/python3 -c "import matplotlib" 2> /dev/null; then
+    /usr/bin/python3 tools/plot_log.py "$RUN/log.jsonl" -o "$RUN/curves.png" \
+        || echo "demo: tools/plot_log.py failed; the run and its results above are complete" >&2
+else
+    echo "(no matplotlib: apt-get install python3-matplotlib, then tools/plot_log.py $RUN/log.jsonl -o $RUN/curves.png)"
+fi
