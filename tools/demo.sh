@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=""
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need="$need dataset-fashion-mnist"
 command -v gcc > /dev/null && command -v make > /dev/null || need="$need build-essential"
+/usr/bin/python3 -c "import matplotlib" 2> /dev/null || need="$need python3-matplotlib"   # for curves.png
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need > /dev/null
     else echo "missing packages:$need -- run: sudo apt-get install -y$need"; exit 1; fi
