@@ -154,7 +154,7 @@ demo:
 #   make fuzz-corpus   rewrites the seed corpora fuzz/corpus/ (fuzz/make_corpus.c)
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = safetensors idx cifar_stl image
+FUZZ_TARGETS  = safetensors idx cifar_stl image checkpoint
 FUZZ_CFLAGS   = -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Wno-unknown-pragmas \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_OPTS     = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
@@ -162,18 +162,23 @@ FUZZ_MAX_LEN_safetensors = 16384
 FUZZ_MAX_LEN_idx         = 16384
 FUZZ_MAX_LEN_cifar_stl   = 65536
 FUZZ_MAX_LEN_image       = 32768
+FUZZ_MAX_LEN_checkpoint  = 262144
 FUZZ_SRC_safetensors = io/safetensors.c base/base.c
 FUZZ_SRC_DATA        = data/datasets.c data/augment.c data/stb_impl.c base/base.c base/rng.c
 FUZZ_SRC_idx         = $(FUZZ_SRC_DATA)
 FUZZ_SRC_cifar_stl   = $(FUZZ_SRC_DATA)
 FUZZ_SRC_image       = $(FUZZ_SRC_DATA)
+# checkpoints: the model and the engine under it (CPU, one process), with OpenBLAS
+FUZZ_SRC_checkpoint  = model/checkpoint.c model/amdim.c model/objectives.c $(wildcard ops/*.c autograd/*.c tensor/*.c \
+                       comm/*.c) io/safetensors.c base/base.c base/rng.c
+FUZZ_LIBS_checkpoint = -I$(OPENBLAS_INC) -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
 FUZZ_BINS = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_FILES = $(wildcard fuzz/regressions/*/* fuzz/corpus/*/*)
 .PHONY: fuzz fuzz-build fuzz-regress fuzz-corpus
 .SECONDEXPANSION:
 build/fuzz/%: fuzz/%.c $$(FUZZ_SRC_$$*) $(wildcard data/*.h io/*.h base/*.h)
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_SRC_$*) -o $@ -lturbojpeg -lz -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_LIBS_$*) $< $(FUZZ_SRC_$*) -o $@ -lturbojpeg -lz -lm
 fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
@@ -194,4 +199,5 @@ fuzz-corpus:
 	@mkdir -p build/fuzz
 	$(CC) -std=c11 -O1 -D_GNU_SOURCE -Wall fuzz/make_corpus.c io/safetensors.c base/base.c -o build/fuzz/make_corpus \
 	  -lturbojpeg -lz -lm
-	rm -rf fuzz/corpus && build/fuzz/make_corpus fuzz/corpus
+	rm -rf fuzz/corpus/safetensors fuzz/corpus/idx fuzz/corpus/cifar_stl fuzz/corpus/image   # checkpoint/ is kept
+	build/fuzz/make_corpus fuzz/corpus
