@@ -15,6 +15,9 @@
 #     run       a real run: cifar-small on CIFAR-10 for RUN_MINUTES, then eval --device cuda
 # EMU=1: the rehearsal without a GPU - the CUDA emulator's binaries (cuda/emu/build.sh), tiny sizes, the tiny
 # dataset, PyTorch's CPU fallback; the same stages, commands and checks, so that on the GPU only the GPU can fail.
+# DEADLINE (seconds, default 570 on the GPU): the device tool kills a command after 600 s, so every stage's time-out
+# is cut to what is left, a stage with too little time left is skipped (SKIP "deadline"), and the real run's length
+# is what remains after the rest; summary.txt and logs.tar.gz are rewritten after every stage, so a kill loses none.
 # Exit status: 0 when every correctness stage (build tests cli sanitize compare) passed, 1 otherwise.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +40,14 @@ record() {
     summary+=("$(printf '%-9s %-5s %s' "$1" "$2" "$3")")
     stamp "== $1: $2 $3"
     case "$1:$2" in build:FAIL|tests:FAIL|cli:FAIL|sanitize:FAIL|compare:FAIL) correctness_failed=1 ;; esac
+    printf '%s\n' "${summary[@]}" > "$OUT/summary.txt"
+    tar -C "$LOGS" --exclude="*.safetensors" -czf "$OUT/logs.tar.gz" . 2> /dev/null   # checkpoints: too big
 }
+left() { echo $((DEADLINE - ($(date +%s) - T0))); }
+# limit CAP: a stage's time-out, CAP seconds or what is left before the deadline (at least 1)
+limit() { local l; l=$(left); l=$((l < $1 ? l : $1)); echo $((l > 1 ? l : 1)); }
+# room STAGE NEED: true when NEED seconds are left; otherwise the stage is recorded as skipped
+room() { [ "$(left)" -ge "$2" ] && return 0; record "$1" SKIP "deadline: $(left) s left of DEADLINE=$DEADLINE, needs ~$2"; return 1; }
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 unpack_xz() {  # unpack_xz FILE.tar.xz DIR: tar's xz, or Python's lzma where the image has no xz
     mkdir -p "$2"
@@ -47,7 +57,7 @@ unpack_xz() {  # unpack_xz FILE.tar.xz DIR: tar's xz, or Python's lzma where the
 finish() {
     stamp "== done in $(($(date +%s) - T0)) s"
     printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
-    tar -C "$LOGS" --exclude="*.safetensors" -czf "$OUT/logs.tar.gz" . 2> /dev/null   # checkpoints: too big
+    tar -C "$LOGS" --exclude="*.safetensors" -czf "$OUT/logs.tar.gz" . 2> /dev/null
     rm -rf "$LOGS"
     exec >&- 2>&-
     wait "$TEE_PID" 2> /dev/null   # gpu_check.log complete before the files are collected
@@ -67,6 +77,7 @@ if [ "$EMU" = 1 ]; then
     BENCH_ENV=(GPU_PRESETS=tiny GPU_BATCHES=2 GPU_WARMUP=0 GPU_STEPS=1 TORCH_MODES="eager compile"
                GPU_TORCH_FALLBACK=1 GPU_PYTHON="$PY")
     SAN_TIMEOUTS=(60 60 60)
+    DEADLINE=${DEADLINE:-3600}
 else
     B=$ROOT/build/gpu
     PY=${PY:-python3}
@@ -79,6 +90,7 @@ else
     BENCH_ENV=(GPU_PRESETS="tiny cifar-small" GPU_BATCHES="64 128 256" GPU_WARMUP=3 GPU_STEPS=10
                TORCH_MODES="eager compile" COMPILE_BUDGET=${COMPILE_BUDGET:-45} GPU_PYTHON="$PY")
     SAN_TIMEOUTS=(120 45 45)   # memcheck, racecheck, racecheck: a timeout is reported, not counted as a finding
+    DEADLINE=${DEADLINE:-570}
 fi
 stamp "gpu_check.sh: EMU=$EMU, stages: $STAGES, $JOBS cores, out: $OUT"
 echo "machine: $(uname -srm); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
@@ -140,11 +152,11 @@ fi
 [ -x "$B/test_runner" ] || { record build FAIL "no $B/test_runner"; finish; }
 
 # ---- every test, GPU skips as failures, pool blocks NaN-poisoned ----
-if want tests; then
+if want tests && room tests 60; then
     t=$(date +%s)
     groups=()
     [ "$EMU" = 1 ] && groups=(gpu golden)   # gpu-large's batch-128 shapes take hours in the emulator
-    REQUIRE_GPU=1 POISON_POOL=1 timeout 600 "$B/test_runner" "${groups[@]}" > "$LOGS/tests.log" 2>&1
+    REQUIRE_GPU=1 POISON_POOL=1 timeout "$(limit 300)" "$B/test_runner" "${groups[@]}" > "$LOGS/tests.log" 2>&1
     st=$?
     grep -E '^\[|FAIL' "$LOGS/tests.log" | grep -B1 FAIL | head -40
     line=$(tail -1 "$LOGS/tests.log")
@@ -152,16 +164,16 @@ if want tests; then
 fi
 
 # ---- train / resume / eval --device cuda end to end ----
-if want cli; then
+if want cli && room cli 30; then
     t=$(date +%s)
-    PYTHON=$PY timeout 600 bash test/gpu_cli_test.sh "$B" > "$LOGS/cli.log" 2>&1
+    PYTHON=$PY timeout "$(limit 240)" bash test/gpu_cli_test.sh "$B" > "$LOGS/cli.log" 2>&1
     st=$?
     cat "$LOGS/cli.log"
     [ $st = 0 ] && record cli PASS "$(tail -1 "$LOGS/cli.log") ($(($(date +%s) - t)) s)" || record cli FAIL "$(tail -1 "$LOGS/cli.log")"
 fi
 
 # ---- compute-sanitizer: memcheck on the gpu group, racecheck on the shared-memory reductions ----
-if want sanitize; then
+if want sanitize && room sanitize 60; then
     CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || true)
     if [ "$EMU" = 1 ] || [ -z "$CS" ]; then
         record sanitize SKIP "$([ "$EMU" = 1 ] && echo "no sanitizer for the emulator" || echo "compute-sanitizer not found")"
@@ -171,7 +183,7 @@ if want sanitize; then
         run_san() {  # run_san NAME TIMEOUT TOOL ARGS...: 0 clean, 1 errors found, 2 cannot run here, 3 timed out
             local name=$1 limit=$2 tool=$3
             shift 3
-            timeout "$limit" "$CS" --tool "$tool" --error-exitcode 99 "$B/test_runner" "$@" > "$LOGS/san-$name.log" 2>&1
+            timeout "$(limit "$limit")" "$CS" --tool "$tool" --error-exitcode 99 "$B/test_runner" "$@" > "$LOGS/san-$name.log" 2>&1
             local st=$?
             grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Device not supported|passed, ' "$LOGS/san-$name.log" | tail -3 | sed "s/^/  $name: /"
             [ $st = 0 ] && return 0
@@ -197,7 +209,7 @@ if want sanitize; then
 fi
 
 # ---- 200 steps on the GPU and on the CPU, the same run: loss curves within tolerance ----
-if want compare; then
+if want compare && room compare 60; then
     t=$(date +%s)
     if [ ! -d "$DATA" ]; then record compare FAIL "no dataset ($DATA_TAR: run tools/gpu_pack.sh and carry .gpu)"
     elif ! "$PY" tools/compare_logs.py --self-test > "$LOGS/compare-selftest.log" 2>&1; then
@@ -207,7 +219,7 @@ if want compare; then
                 --workers "$WORKERS" --ckpt-every 1e9)
         ok=1
         for dev in cuda cpu; do
-            if ! timeout 600 "$B/train" "${common[@]}" --device $dev --run-dir "$LOGS/compare-$dev" > "$LOGS/compare-$dev.log" 2>&1; then
+            if ! timeout "$(limit 300)" "$B/train" "${common[@]}" --device $dev --run-dir "$LOGS/compare-$dev" > "$LOGS/compare-$dev.log" 2>&1; then
                 tail -3 "$LOGS/compare-$dev.log"
                 ok=0
             fi
@@ -225,9 +237,11 @@ if want compare; then
 fi
 
 # ---- the GPU benchmark beside PyTorch ----
-if want bench; then
+# the bench leaves the real run ~150 s when both are asked for
+bench_cap=$(( $(want run && echo 1 || echo 0) ? $(left) - 150 : $(left) ))
+if want bench && room bench 90; then
     t=$(date +%s)
-    if env GPU_ONLY=1 THREADS="$THREADS" BENCH_OUT="$LOGS/bench" "${BENCH_ENV[@]}" timeout 900 bash bench/run.sh "$B" \
+    if env GPU_ONLY=1 THREADS="$THREADS" BENCH_OUT="$LOGS/bench" "${BENCH_ENV[@]}" timeout "$(limit "$bench_cap")" bash bench/run.sh "$B" \
            > "$LOGS/bench.log" 2>&1; then
         sed -n '/=== 5/,$p' "$LOGS/bench.log"
         cp "$LOGS/bench/gpu_table.md" "$OUT/gpu_table.md" 2> /dev/null
@@ -239,12 +253,16 @@ if want bench; then
 fi
 
 # ---- a real run: cifar-small on CIFAR-10, then eval --device cuda ----
-if want run; then
+if want run && room run 100; then
     t=$(date +%s)
+    if [ "$EMU" != 1 ]; then   # train for what is left, less ~75 s for the data, the measurement and eval
+        minutes=$(awk -v l="$(left)" -v m="${RUN_MINUTES:-1.5}" 'BEGIN { x = (l - 75) / 60; if (x > m) x = m; printf "%.2f", x }')
+        RUN=(--preset cifar-small --batch 128 --minutes "$minutes" --lr 5e-4 --warmup 100 --decay-at 0.8)
+    fi
     if [ ! -d "$DATA" ]; then record run FAIL "no dataset"
-    elif timeout 900 "$B/train" --dataset folder --data "$DATA" "${RUN[@]}" --device cuda --threads "$THREADS" \
+    elif timeout "$(limit 900)" "$B/train" --dataset folder --data "$DATA" "${RUN[@]}" --device cuda --threads "$THREADS" \
              --workers "$WORKERS" --log-every 50 --run-dir "$LOGS/run" > "$LOGS/run-train.log" 2>&1 &&
-         timeout 600 "$B/eval" --checkpoint "$LOGS/run/checkpoint.safetensors" --device cuda --dataset folder \
+         timeout "$(limit 600)" "$B/eval" --checkpoint "$LOGS/run/checkpoint.safetensors" --device cuda --dataset folder \
              --data "$DATA" --threads "$THREADS" "${EVAL[@]}" --out "$LOGS/run/eval.jsonl" > "$LOGS/run-eval.log" 2>&1; then
         grep -E '^dataset|--minutes|trained|epoch .* done' "$LOGS/run-train.log" | tail -6
         tail -6 "$LOGS/run-eval.log"
