@@ -640,8 +640,9 @@ static int check_limits(long w, long h, char *why, int why_size) {
     return 0;
 }
 
-// ---- PNG: stb_image trusts chunk lengths (it allocates an IDAT buffer from one before the data is read), decodes a
-// cut-short zlib stream as zeros and grows its output without bound, so every chunk is checked here first ----
+// ---- PNG: stb_image trusts chunk lengths (it allocates an IDAT buffer from one before the data is read), grows its
+// inflate output without bound, ignores CRCs and names a cut-short file only by a code ("outofdata"), so every chunk
+// is checked here first ----
 typedef struct { uint32_t w, h; int depth, color, interlace; bool cgbi; } PngInfo;
 
 static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
@@ -718,7 +719,7 @@ static uint64_t png_raw_bytes(const PngInfo *p) {
 }
 
 // The IDAT data must inflate (zlib, its Adler-32 checked) to exactly what IHDR needs: no more (stb would grow its
-// buffer without bound) and no less (stb would decode the missing rows as zeros).
+// buffer without bound) and no less (a cut-short stream gets a reason that says so).
 static int png_inflate_check(const uint8_t *buf, size_t n, const PngInfo *p, char *why, int why_size) {
     uint64_t need = png_raw_bytes(p), got = 0;
     z_stream z;
