@@ -26,6 +26,7 @@ Device driver_start(const char *prog, CommonArgs *c) {
         exit(2);
     }
     engine_set_threads(c->threads);
+    engine_set_tf32(c->tf32);
     char info[256];
     engine_describe(info, sizeof info);
     printf("%s\n", info);

@@ -12,6 +12,7 @@
 typedef struct {
     const char *dataset, *data_path, *device;
     int threads;
+    bool tf32;
 } CommonArgs;
 
 #define COMMON_ARGS_DEFAULT {.dataset = "fashion-mnist", .device = "cpu", .threads = 2}
@@ -21,7 +22,9 @@ typedef struct {
     {"--dataset", FLAG_STRING, &(c)->dataset, 0, 0, "NAME", "fashion-mnist, mnist, cifar10, cifar100, stl10, folder", 0}, \
     {"--data", FLAG_STRING, &(c)->data_path, 0, 0, "PATH", "dataset directory (fashion-mnist: " DEFAULT_FASHION_MNIST ")", 0}, \
     {"--device", FLAG_STRING, &(c)->device, 0, 0, "cpu|cuda", "where the model runs", 0},                     \
-    {"--threads", FLAG_INT, &(c)->threads, 1, 1024, "N", "CPU threads (OpenBLAS and OpenMP)", 0}
+    {"--threads", FLAG_INT, &(c)->threads, 1, 1024, "N", "CPU threads (OpenBLAS and OpenMP)", 0},              \
+    {"--tf32", FLAG_SWITCH, &(c)->tf32, 0, 0, NULL, "TF32 tensor cores for the CUDA convolutions (inputs rounded to "  \
+     "10 mantissa bits; the NCE scores and linear layers stay FP32)", 0}
 
 // Checks the common flags (exits 2 with one line when they are wrong), sets the thread count, prints the engine
 // line and returns the device.

@@ -48,8 +48,12 @@ typedef struct {
     long per_epoch;                // steps per epoch (drop_last)
     FILE *log;
     char ckpt_path[4096], log_path[4096];
-    Tensor *x1, *x2;               // (B, C, S, S) the two views on the device
+    Tensor *x1, *x2;               // (b, C, S, S) the two views on the device: headers on the uploaders' buffers
     int *idx1, *idx2;              // (B) 5x5 source locations of the 5->5 task
+    // the next batch, fetched and uploaded while the step before it runs (tensor/device.h, Uploader)
+    Uploader *up1, *up2;
+    struct { bool ready; void *x1, *x2; int *labels; long epoch, position; } next;
+    int *labels[2];                // (B) two label buffers: the step's and the prefetched batch's
     // --minutes: the step count is not fixed until the speed has been measured
     long measure_from_step;
     double measure_from_time;
@@ -371,8 +375,12 @@ static int run_open(Run *r, int argc, char **argv) {
         return 1;
     }
     int S = r->ds.input_size, C = r->ds.c, B = a->batch, b = B / comm_size();   // b: this process's share
-    r->x1 = tensor_new(r->dev, SHAPE(b, C, S, S));
-    r->x2 = tensor_new(r->dev, SHAPE(b, C, S, S));
+    r->x1 = tensor_header(r->dev, SHAPE(b, C, S, S));
+    r->x2 = tensor_header(r->dev, SHAPE(b, C, S, S));
+    r->up1 = uploader_new(r->dev, (size_t)r->x1->numel * sizeof(float), 2);
+    r->up2 = uploader_new(r->dev, (size_t)r->x2->numel * sizeof(float), 2);
+    r->labels[0] = xmalloc((size_t)B * sizeof(int));
+    r->labels[1] = xmalloc((size_t)B * sizeof(int));
     r->idx1 = xmalloc((size_t)B * sizeof(int));
     r->idx2 = xmalloc((size_t)B * sizeof(int));
     char total[32];
@@ -389,8 +397,14 @@ static void run_close(Run *r) {
     if (r->log) fclose(r->log);
     free(r->idx1);
     free(r->idx2);
+    if (r->x1) r->x1->data = NULL;   // the uploaders' buffers
+    if (r->x2) r->x2->data = NULL;
     tensor_free(r->x1);
     tensor_free(r->x2);
+    uploader_free(r->up1);
+    uploader_free(r->up2);
+    free(r->labels[0]);
+    free(r->labels[1]);
     if (r->loader) loader_free(r->loader);
     adam_free(&r->opt);
     amdim_free(&r->model);
@@ -484,19 +498,38 @@ static void share_step(Run *r, StepStats *s, long *lin, long *mlp, long *n_lab) 
     r->fix_due = v[n + 6] > 0;
 }
 
+// Fetches the next batch and starts its upload; the loader's batch is valid only until the next call, so its labels
+// and place are copied (the views are staged in pinned memory by uploader_put).
+static void prefetch(Run *r) {
+    Batch *batch;
+    double wait0 = loader_wait_seconds(r->loader);
+    loader_next(r->loader, &batch);
+    r->window_wait += loader_wait_seconds(r->loader) - wait0;
+    if (r->a.save_views && r->session_steps == 0 && !r->next.x1 && lead()) save_views(r, batch);
+    size_t bytes = (size_t)r->x1->numel * sizeof(float);
+    r->next.x1 = uploader_put(r->up1, batch->x1, bytes);
+    r->next.x2 = uploader_put(r->up2, batch->x2, bytes);
+    r->next.labels = r->next.labels == r->labels[0] ? r->labels[1] : r->labels[0];
+    memcpy(r->next.labels, batch->labels, (size_t)batch->batch * sizeof(int));
+    r->next.epoch = batch->epoch;
+    r->next.position = batch->position;
+    r->next.ready = true;
+}
+
 // One optimiser step on the next batch.
 static StepStats train_step(Run *r) {
     int B = r->a.batch, b = B / comm_size(), first = comm_rank() * b;   // this process's rows of the batch
     bool profiled = profiled_step(r);
     double t_step = now_seconds();
     autograd_set_profiling(profiled);
-    Batch *batch;
-    double wait0 = loader_wait_seconds(r->loader);
-    loader_next(r->loader, &batch);
-    r->window_wait += loader_wait_seconds(r->loader) - wait0;
-    if (r->a.save_views && r->session_steps == 0 && lead()) save_views(r, batch);
-    tensor_copy_from_host(r->x1, batch->x1);
-    tensor_copy_from_host(r->x2, batch->x2);
+    if (!r->next.ready) prefetch(r);   // the first step of the session: nothing was fetched during a step before
+    r->next.ready = false;
+    const int *labels = r->next.labels;
+    long batch_epoch = r->next.epoch, batch_position = r->next.position;
+    uploader_use(r->up1, r->next.x1);  // the device waits for the upload, the host does not
+    uploader_use(r->up2, r->next.x2);
+    r->x1->data = r->next.x1;
+    r->x2->data = r->next.x2;
     // per-step randomness (5x5 source locations, dropout) from (seed, step): a resume reproduces it exactly
     Rng rng;
     rng_seed(&rng, rng_hash2((uint64_t)r->a.seed, (uint64_t)r->st.step));
@@ -506,7 +539,7 @@ static StepStats train_step(Run *r) {
     }
     paramset_zero_grad(&r->model.ps);
     autograd_profile_mark();
-    AmdimLoss L = amdim_loss(&r->model, r->x1, r->x2, batch->labels, r->idx1 + first, r->idx2 + first, &rng);
+    AmdimLoss L = amdim_loss(&r->model, r->x1, r->x2, labels, r->idx1 + first, r->idx2 + first, &rng);
     backward(L.total);
     if (comm_size() > 1) {   // the mean of the processes' gradients: the gradient of the whole batch's loss
         ParamSet *ps = &r->model.ps;
@@ -523,8 +556,10 @@ static StepStats train_step(Run *r) {
     }
     bool last_profiled = profiled && r->session_steps == r->a.profile;
     if (r->a.dump_graph && (r->a.profile ? last_profiled : r->session_steps == 0) && lead()) dump_graph(r);
+    // the next batch loads and uploads while the device runs this step (not after the last one)
+    if (!stop_signal && (r->st.total_steps == 0 || r->st.step + 1 < r->st.total_steps)) prefetch(r);
 
-    StepStats s = {.total = tensor_item(L.total), .lr = r->opt.lr, .epoch = batch->epoch};
+    StepStats s = {.total = tensor_item(L.total), .lr = r->opt.lr, .epoch = batch_epoch};
     const struct { const char *key; Tensor *t; } terms[MAX_TERMS] = {
         {"l1t5", L.l1t5}, {"l1t7", L.l1t7}, {"l5t5", L.l5t5}, {"cpc", L.cpc}, {"reg", L.reg}, {"cls", L.cls}};
     for (int i = 0; i < MAX_TERMS; i++)
@@ -532,8 +567,8 @@ static StepStats train_step(Run *r) {
             s.terms[s.n_terms].key = terms[i].key;
             s.terms[s.n_terms++].value = tensor_item(terms[i].t);
         }
-    long n_lab = 0, lin = count_correct(L.lin_logits, batch->labels, b, &n_lab);
-    long mlp = count_correct(L.mlp_logits, batch->labels, b, &n_lab);
+    long n_lab = 0, lin = count_correct(L.lin_logits, labels, b, &n_lab);
+    long mlp = count_correct(L.mlp_logits, labels, b, &n_lab);
     tape_clear();
     if (comm_size() > 1) share_step(r, &s, &lin, &mlp, &n_lab);
     else r->stop_all = stop_signal;
@@ -551,8 +586,8 @@ static StepStats train_step(Run *r) {
     }
     r->session_steps++;
     r->st.step++;
-    r->st.epoch = batch->epoch;
-    r->st.position = batch->position + B;
+    r->st.epoch = batch_epoch;
+    r->st.position = batch_position + B;
     if (r->st.position >= r->per_epoch * B) { r->st.epoch++; r->st.position = 0; }
     r->window_steps++;
     return s;

@@ -15,6 +15,9 @@ extern const char *test_graph_dir;   // test_runner --graphs DIR: every gradient
 // |got - want| <= atol + rtol * |want| for every element; prints max abs / rel error and % of the budget used.
 // NaN or Inf in got fails. Returns 1 on failure, 0 on success.
 int check_close(const char *what, const float *got, const float *want, long n, double atol, double rtol);
+// 0 when a CUDA device is present; otherwise prints why and returns -1 (skip), or 1 (fail) under REQUIRE_GPU=1
+// (test/test_gpu.c). Every GPU test starts with it.
+int skip_without_cuda(void);
 // Plain condition with a message; returns 1 on failure.
 int check_true(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -75,6 +75,7 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "test_runner: at most 16 groups\n"); return 2; }
     }
     engine_set_threads(2);
+    dev_pool_set_poison(true);   // every pool block starts as NaN: an unwritten element fails its check
     test_register("runner", "leak check catches a kept tensor", leak_check_self_test);
     register_all_tests();
     for (int g = 0; g < n_groups; g++) {   // a group nobody registered is a typo, not an empty success

@@ -234,7 +234,8 @@ static int golden_mix_cpu(void) { return golden("golden_mix.safetensors", DEV_CP
 static int golden_dim_cpu(void) { return golden("golden_dim.safetensors", DEV_CPU); }
 static int golden_cpc_cpu(void) { return golden("golden_cpc.safetensors", DEV_CPU); }
 static int golden_gpu(void) {
-    if (!dev_cuda_available()) { printf("    skipped: no CUDA device (CPU-only build or no GPU on this machine)\n"); return -1; }
+    int skip = skip_without_cuda();   // -1 without a device, a failure (1) under REQUIRE_GPU=1
+    if (skip) return skip;
     return golden("golden_tiny.safetensors", DEV_CUDA) + golden("golden_mix.safetensors", DEV_CUDA) +
            golden("golden_dim.safetensors", DEV_CUDA) + golden("golden_cpc.safetensors", DEV_CUDA);
 }
