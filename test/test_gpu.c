@@ -525,6 +525,60 @@ static int gpu_nce(void) {
     return fails;
 }
 
+// ---- CPC's patch grid, the NCE on a shard of the sources, synchronised BN's kernels ----
+typedef struct { int P, stride; } PatchCase;
+static Tensor *build_patches(Tensor **in, void *ctx) {
+    PatchCase *c = ctx;
+    return op_extract_patches(in[0], c->P, c->stride);
+}
+typedef struct { int B, P, L, Bt, first; } NceShardCase;
+static Tensor *build_nce_shard(Tensor **in, void *ctx) {
+    NceShardCase *c = ctx;
+    return op_nce_log_softmax_shard(in[0], c->B, c->P, c->L, c->Bt, c->first);
+}
+
+static int gpu_cpc_and_dist(void) {
+    RETURN_IF_NO_CUDA();
+    Rng rng;
+    rng_seed(&rng, 121);
+    int fails = 0;
+    Tensor *img = test_tensor(&rng, true, -1, 1, SHAPE(3, 2, 32, 32));
+    PatchCase cpc = {8, 4}, dense = {3, 1};
+    fails += compare_devices("extract_patches 8x8 stride 4 (CPC's 7x7 grid)", build_patches, &cpc, &img, X, 1, TOL_EXACT);
+    fails += compare_devices("extract_patches 3x3 stride 1", build_patches, &dense, &img, X, 1, TOL_REDUCE);
+    tensor_free(img);
+    NceShardCase shard = {.B = 3, .P = 2, .L = 25, .Bt = 8, .first = 4};
+    Tensor *x = test_tensor(&rng, true, -20, 20, SHAPE(shard.B * shard.P, shard.Bt * shard.L));
+    fails += compare_devices("nce shard B3 of Bt8 first 4", build_nce_shard, &shard, &x, X, 1, TOL_NCE);
+    tensor_free(x);
+#ifdef USE_CUDA   // synchronised BN's two kernels, called directly (the op needs several processes to use them)
+    int N = 6, C = 5, S = 49;
+    long n = (long)N * C * S;
+    Tensor *xs = test_tensor(&rng, false, -2, 3, SHAPE(N, C, 7, 7)), *dy = test_tensor(&rng, false, -1, 1, SHAPE(N, C, 7, 7));
+    Tensor *per_c = test_tensor(&rng, false, 0.5f, 1.5f, SHAPE(4, C));   // shift, mean, invstd, gamma
+    Tensor *sums = test_tensor(&rng, false, -5, 5, SHAPE(2 * C));
+    float cpu_m[10], gpu_m[10], *cpu_dx = xcalloc((size_t)n, sizeof(float)), *gpu_dx = xmalloc((size_t)n * sizeof(float));
+    Tensor *gx = tensor_to(xs, DEV_CUDA), *gdy = tensor_to(dy, DEV_CUDA), *gc = tensor_to(per_c, DEV_CUDA);
+    Tensor *gs = tensor_to(sums, DEV_CUDA), *gm = tensor_zeros(DEV_CUDA, SHAPE(2 * C)), *gdx = tensor_zeros(DEV_CUDA, SHAPE(N, C, 7, 7));
+    channel_moments_cpu(cpu_m, xs->data, per_c->data, N, C, S);
+    channel_moments_cuda(gm->data, gx->data, gc->data, N, C, S);
+    tensor_copy_to_host(gm, gpu_m);
+    fails += check_close("channel_moments (sums around a shift)", gpu_m, cpu_m, 2 * C, TOL_REDUCE.atol * S * N,
+                         TOL_REDUCE.rtol);
+    const float *mean = per_c->data + C, *invstd = per_c->data + 2 * C, *gamma = per_c->data + 3 * C;
+    batchnorm_backward_stats_cpu(cpu_dx, dy->data, xs->data, mean, invstd, gamma, sums->data, 600.0, N, C, S);
+    batchnorm_backward_stats_cuda(gdx->data, gdy->data, gx->data, gc->data + C, gc->data + 2 * C, gc->data + 3 * C,
+                                  gs->data, 600.0, N, C, S);
+    tensor_copy_to_host(gdx, gpu_dx);
+    fails += check_close("batchnorm_backward_stats (whole-batch sums)", gpu_dx, cpu_dx, n, TOL_POINTWISE.atol,
+                         TOL_POINTWISE.rtol);
+    free(cpu_dx); free(gpu_dx);
+    Tensor *all[] = {xs, dy, per_c, sums, gx, gdy, gc, gs, gm, gdx};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tensor_free(all[i]);
+#endif
+    return fails;
+}
+
 // ---- data movement ----
 typedef enum {
     MOVE_RESHAPE, MOVE_DETACH, MOVE_TRANSPOSE, MOVE_CONCAT, MOVE_REPEAT, MOVE_GATHER, MOVE_DROPOUT
@@ -1358,6 +1412,7 @@ void register_gpu_tests(void) {
     test_register("gpu", "cpu vs cuda: softmax and log-softmax", gpu_softmax);
     test_register("gpu", "cpu vs cuda: cross-entropy", gpu_cross_entropy);
     test_register("gpu", "cpu vs cuda: nce log-softmax", gpu_nce);
+    test_register("gpu", "cpu vs cuda: CPC patches, NCE on a shard, synchronised BN kernels", gpu_cpc_and_dist);
     test_register("gpu", "cpu vs cuda: reshape, transpose, concat, repeat, gather, dropout", gpu_shape);
     test_register("gpu", "cpu vs cuda: adam and sgd steps", gpu_optim);
     test_register("gpu", "cuda: bit-identical reruns", gpu_deterministic);
