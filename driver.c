@@ -30,6 +30,7 @@ Device driver_start(const char *prog, CommonArgs *c) {
     char info[256];
     engine_describe(info, sizeof info);
     printf("%s\n", info);
+    if (engine_blas_warning(info, sizeof info)) printf("%s: %s\n", prog, info);   // beside the engine line
     return dev;
 }
 

@@ -65,6 +65,15 @@ if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
     echo "         (OpenMP and OpenBLAS threads spin while they wait, so sharing the cores costs far more than a share)"
 fi
 
+# Both sides at their best: this workplace sets OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) on every machine, which
+# holds OpenBLAS to an older kernel (half the GEMM speed on an AVX-512 CPU) while PyTorch's oneDNN ignores it. Our
+# side runs with both unset (KEEP_OPENBLAS_ENV=1 keeps them), and says which kernel OpenBLAS then picks.
+if [ "${KEEP_OPENBLAS_ENV:-0}" = 1 ]; then OURS=(env); else OURS=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE); fi
+BENCH_CMD=("${OURS[@]}" "$BENCH")
+kernel=$("${OURS[@]}" "$BUILD/eval" --raw --data /nonexistent 2>/dev/null | sed -n 's/^BLAS: OpenBLAS [^|]* \([A-Za-z0-9]*\) MAX_THREADS.*/\1/p')
+isa=$(grep -o -w -E 'avx512f|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')
+echo "our side: OpenBLAS kernel ${kernel:-?} (the environment's OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(none)} $( [ "${KEEP_OPENBLAS_ENV:-0}" = 1 ] && echo kept || echo 'is unset for our commands')); CPU has: ${isa}; our loops built with $(grep -o -- '-march=[^ ]*' "$BUILD/.flags" | head -1)"
+
 have_torch=0
 torch_version="-"
 if [ "${TORCH:-1}" != 0 ] && torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null); then
@@ -78,13 +87,13 @@ fi
 if [ "${GPU_ONLY:-0}" != 1 ]; then
 echo
 echo "=== 1. the machine's limit"
-"$BENCH" gemm --size "$GEMM_SIZE" --threads "$THREADS" --min-reps "$MIN_REPS" | tee "$OUT/gemm.log"
+"${BENCH_CMD[@]}" gemm --size "$GEMM_SIZE" --threads "$THREADS" --min-reps "$MIN_REPS" | tee "$OUT/gemm.log"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 gemm_gflops=$(field "$(grep '^bench-gemm:' "$OUT/gemm.log")" gflops)
 
 echo
 echo "=== 2. convolutions, forward and backward (dx + dw), beside sgemm on the same GEMM shapes"
-"$BENCH" convs --preset "$CONV_PRESET" --batch "$CONV_BATCH" --channels "$(channels_for "$CONV_PRESET")" \
+"${BENCH_CMD[@]}" convs --preset "$CONV_PRESET" --batch "$CONV_BATCH" --channels "$(channels_for "$CONV_PRESET")" \
     --threads "$THREADS" --min-reps "$MIN_REPS" | tee "$OUT/convs.log"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 
@@ -99,7 +108,7 @@ for preset in $PRESETS; do
               --warmup "$(warmup_for "$preset")" --steps "$(steps_for "$preset")")
         echo
         log=$OUT/$preset-b$batch
-        "$BENCH" model "${args[@]}" | tee "$log.ours.log"
+        "${BENCH_CMD[@]}" model "${args[@]}" | tee "$log.ours.log"
         status=${PIPESTATUS[0]}
         ours=$(grep '^bench: ' "$log.ours.log")
         if [ "$status" != 0 ] || [ -z "$ours" ]; then echo "FAILED: $BENCH model ${args[*]}"; rc=1; continue; fi
@@ -141,6 +150,27 @@ echo
 echo "=== 4. table for the README (also in $OUT/table.md)"
 echo
 cat "$OUT/table.md"
+
+# ---- 4b. data-parallel scaling: the training loop on 1 and on 2 processes of 1 thread each (Open MPI) ----
+echo
+echo "=== 4b. data-parallel scaling: build/train, tiny preset, Fashion-MNIST, batch 64, 1 thread per process"
+if [ "${MPI_SCALING:-1}" = 1 ] && command -v mpirun > /dev/null && ldd "$BUILD/train" | grep -q libmpi &&
+   [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    mpi=(mpirun --oversubscribe); [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
+    scaling_args=(--preset tiny --batch 64 --steps "${SCALING_STEPS:-60}" --warmup 10 --log-every 20 --workers 1
+                  --threads 1)
+    for np in 1 2; do
+        "${OURS[@]}" "${mpi[@]}" -np "$np" "$BUILD/train" "${scaling_args[@]}" --run-dir "$OUT/scaling-$np" > "$OUT/scaling-$np.log" 2>&1
+        # the last logged window: steady state, past the first steps' allocations
+        ips=$(grep -o '"img_s":[0-9.]*' "$OUT/scaling-$np/log.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
+        echo "  $np process(es) x 1 thread: ${ips:-failed} images/s (log: $OUT/scaling-$np.log)"
+        [ -n "$ips" ] || rc=1
+        eval "ips_$np=${ips:-0}"
+    done
+    awk -v a="$ips_1" -v b="$ips_2" 'BEGIN { if (a > 0) printf "  2 processes / 1: %.2fx\n", b / a }'
+else
+    echo "  skipped: no mpirun, a build without MPI, or no Fashion-MNIST (MPI_SCALING=0 skips it too)"
+fi
 fi
 
 # ---- 5. the GPU ----

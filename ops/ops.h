@@ -24,6 +24,8 @@ void engine_set_tf32(bool on);
 bool engine_tf32(void);
 // One line naming the BLAS, the thread count and the CUDA device (printed by the drivers at start).
 void engine_describe(char *buf, int size);
+// One warning line in buf (and 1) when the environment forces an OpenBLAS kernel older than this CPU supports.
+int engine_blas_warning(char *buf, int size);
 // Re-executes the program with OMP_WAIT_POLICY=passive unless the user set a policy (see engine.c for why).
 void engine_prefer_passive_wait(char **argv);
 
