@@ -201,6 +201,8 @@ expect_error "truncated checkpoint" "broken.safetensors" $EVAL --checkpoint "$tm
 expect_error "eval without a model" "--checkpoint" $EVAL --data "$data"
 expect_error "both --minutes and --steps" "--minutes" $TRAIN --minutes 1 --steps 5
 expect_error "--save-mixtures without mixtures" "without --mixtures" $EVAL --checkpoint "$tmp/straight/checkpoint.safetensors" --data "$data" --save-mixtures "$tmp/m.png"
+mkdir -p "$tmp/cw/checkpoint.safetensors"   # a folder where the checkpoint goes: the final rename fails
+expect_error "checkpoint that cannot be written" "checkpoint.safetensors" $TRAIN "${common[@]}" --steps 1 --run-dir "$tmp/cw"
 expect_error "resume a cpc run as amdim" "method" $TRAIN "${common[@]}" --steps 7 --run-dir "$tmp/cpc-straight" --resume
 expect_error "resume with another --batch" "--batch 8, this command gives --batch 4" $TRAIN "${common[@]}" --batch 4 --steps 7 --run-dir "$tmp/straight" --resume
 expect_error "resume with another --lr" "--lr" $TRAIN "${common[@]}" --lr 0.5 --steps 7 --run-dir "$tmp/straight" --resume
