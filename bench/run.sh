@@ -7,6 +7,9 @@
 # 3. for each preset and batch: our training step and forward pass (build/bench model), then the same model in
 #    PyTorch (bench/torch_ref.py), each in a fresh process so the peak RSS figures do not mix; the ratios.
 # 4. a markdown table for the README (also written to $BENCH_OUT/table.md).
+# 4b. data-parallel scaling: build/train on 1 and 2 processes of 1 thread (Open MPI), images/s.
+# 4c. the whole training loop (build/train on Fashion-MNIST: data workers, augmentation, logging) beside the step
+#    alone (build/bench model), images/s and their ratio. LOOP_BENCH=0 / MPI_SCALING=0 skip them.
 # 5. where a CUDA device is present (build/bench cuda): the GPU. For each preset, batch and precision (FP32, TF32
 #    convolutions) our training step and forward pass on the GPU, then PyTorch on the same GPU, eager and
 #    torch.compile, in the same run; ratios and both sides' peak GPU memory; a table ($BENCH_OUT/gpu_table.md).
@@ -163,6 +166,7 @@ if [ "${MPI_SCALING:-1}" = 1 ] && command -v mpirun > /dev/null && ldd "$BUILD/t
         "${OURS[@]}" "${mpi[@]}" -np "$np" "$BUILD/train" "${scaling_args[@]}" --run-dir "$OUT/scaling-$np" > "$OUT/scaling-$np.log" 2>&1
         # the last logged window: steady state, past the first steps' allocations
         ips=$(grep -o '"img_s":[0-9.]*' "$OUT/scaling-$np/log.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
+        [ -n "$ips" ] && ips=$(printf '%.1f' "$ips")
         echo "  $np process(es) x 1 thread: ${ips:-failed} images/s (log: $OUT/scaling-$np.log)"
         [ -n "$ips" ] || rc=1
         eval "ips_$np=${ips:-0}"
@@ -170,6 +174,29 @@ if [ "${MPI_SCALING:-1}" = 1 ] && command -v mpirun > /dev/null && ldd "$BUILD/t
     awk -v a="$ips_1" -v b="$ips_2" 'BEGIN { if (a > 0) printf "  2 processes / 1: %.2fx\n", b / a }'
 else
     echo "  skipped: no mpirun, a build without MPI, or no Fashion-MNIST (MPI_SCALING=0 skips it too)"
+fi
+
+# ---- 4c. the loop beside the step: what data loading, augmentation, logging and checkpoints cost ----
+echo
+echo "=== 4c. the whole training loop (build/train, tiny, Fashion-MNIST, batch 64, $THREADS threads, 2 data workers)"
+echo "    beside the step alone (build/bench model, same preset and batch, synthetic input), one after the other"
+if [ "${LOOP_BENCH:-1}" = 1 ] && [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    loop_steps=${LOOP_STEPS:-200}
+    "${OURS[@]}" "$BUILD/train" --preset tiny --batch 64 --steps "$loop_steps" --warmup 10 --log-every 50 \
+        --threads "$THREADS" --run-dir "$OUT/loop" > "$OUT/loop.log" 2>&1
+    # median of the logged windows after the first (each window's images/s over its 50 steps)
+    loop_ips=$(grep -o '"img_s":[0-9.]*' "$OUT/loop/log.jsonl" 2>/dev/null | cut -d: -f2 | tail -n +2 | sort -g |
+               awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')
+    "${BENCH_CMD[@]}" model --preset tiny --batch 64 --channels 1 --threads "$THREADS" --warmup 2 --steps 10 \
+        > "$OUT/loop-step.log" 2>&1
+    [ -n "$loop_ips" ] && loop_ips=$(printf '%.1f' "$loop_ips")
+    step_ips=$(field "$(grep '^bench: ' "$OUT/loop-step.log")" train_img_s)
+    echo "  loop: ${loop_ips:-failed} images/s (median of the logged windows; $OUT/loop.log)"
+    echo "  step alone: ${step_ips:-failed} images/s ($OUT/loop-step.log)"
+    [ -n "$loop_ips" ] && [ -n "$step_ips" ] || rc=1
+    echo "  loop / step: $(ratio "$loop_ips" "$step_ips")x"
+else
+    echo "  skipped: no Fashion-MNIST (apt-get install dataset-fashion-mnist), or LOOP_BENCH=0"
 fi
 fi
 
