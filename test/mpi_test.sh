@@ -35,19 +35,20 @@ max_rel() { paste -d' ' <(nce_terms "$1") <(nce_terms "$2") | awk '{ if ($1 != $
     d = $i - $(i + 5); d = d < 0 ? -d : d; s = $(i + 5) < 0 ? -$(i + 5) : $(i + 5); if (d / s > m) m = d / s } n++ }
     END { if (bad || n == 0) print "mismatch"; else printf "%.2e %d\n", m, n }'; }
 
-echo "[mpi] 50 steps: 2 ranks x 8 images against 1 process x 16"
-"$BUILD/train" "${common[@]}" --steps 50 --threads 2 --run-dir "$tmp/one" > "$tmp/one.out" 2>&1
-"${MPIRUN[@]}" "$BUILD/train" "${common[@]}" --steps 50 --threads 1 --workers 1 --run-dir "$tmp/two" > "$tmp/two.out" 2>&1
+steps=50   # the curve's length; the mixed run switches from 2 ranks to 1 halfway
+echo "[mpi] $steps steps: 2 ranks x 8 images against 1 process x 16"
+"$BUILD/train" "${common[@]}" --steps $steps --threads 2 --run-dir "$tmp/one" > "$tmp/one.out" 2>&1
+"${MPIRUN[@]}" "$BUILD/train" "${common[@]}" --steps $steps --threads 1 --workers 1 --run-dir "$tmp/two" > "$tmp/two.out" 2>&1
 r=$(max_rel "$tmp/two/log.jsonl" "$tmp/one/log.jsonl")
 # float sums in other orders (BN statistics, the all-reduce) drift a little over 50 Adam steps: 1e-5 relative
 if [ "$r" != mismatch ] && awk -v r="${r%% *}" 'BEGIN{exit !(r < 1e-5)}'; then ok "loss curves agree: max relative difference ${r%% *} over ${r##* } steps (bound 1e-5)"
 else bad "2 ranks vs 1: $r; $(tail -2 "$tmp/two.out")"; fi
 
 echo "[mpi] a 2-rank run resumed on 1 process"
-"${MPIRUN[@]}" "$BUILD/train" "${common[@]}" --steps 25 --threads 1 --workers 1 --run-dir "$tmp/mixed" > /dev/null 2>&1
-"$BUILD/train" "${common[@]}" --steps 50 --threads 2 --run-dir "$tmp/mixed" --resume > "$tmp/mixed.out" 2>&1
+"${MPIRUN[@]}" "$BUILD/train" "${common[@]}" --steps $((steps / 2)) --threads 1 --workers 1 --run-dir "$tmp/mixed" > /dev/null 2>&1
+"$BUILD/train" "${common[@]}" --steps $steps --threads 2 --run-dir "$tmp/mixed" --resume > "$tmp/mixed.out" 2>&1
 r=$(max_rel "$tmp/mixed/log.jsonl" "$tmp/one/log.jsonl")
-if [ "$r" != mismatch ] && awk -v r="${r%% *}" 'BEGIN{exit !(r < 1e-5)}'; then ok "2 ranks to step 25, then 1 process to 50: the same curve (max relative difference ${r%% *})"
+if [ "$r" != mismatch ] && awk -v r="${r%% *}" 'BEGIN{exit !(r < 1e-5)}'; then ok "2 ranks to step $((steps / 2)), then 1 process to $steps: the same curve (max relative difference ${r%% *})"
 else bad "resume on another number of ranks: $r; $(tail -2 "$tmp/mixed.out")"; fi
 
 echo "[mpi] a rank that dies"

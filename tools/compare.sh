@@ -23,6 +23,12 @@ mkdir -p "$OUT"
 results="$OUT/$set_name.jsonl"
 recipe=(--preset tiny --batch 64 --steps "$STEPS" --lr 2e-3 --warmup 100 --decay-at 0.8 --threads 2)
 
+# tag EVAL_JSONL NAME TRAIN_SECONDS: eval's last result line with the name and training time, appended to $results
+tag() {
+    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readlines()[-1]); r["name"]=sys.argv[2]; r["train_seconds"]=round(float(sys.argv[3]),1); print(json.dumps(r))' \
+        "$1" "$2" "$3" >> "$results"
+}
+
 # one method: train, then evaluate its checkpoint; appends one line to $results
 run() {
     local name=$1; shift
@@ -32,8 +38,7 @@ run() {
     build/cpu/train "${data[@]}" "${recipe[@]}" "$@" --run-dir "$dir" > "$dir.train.txt"
     local t1; t1=$(date +%s.%N)
     build/cpu/eval "${data[@]}" --checkpoint "$dir/checkpoint.safetensors" --threads 2 --probe-epochs "$PROBE_EPOCHS" --out "$dir/eval.jsonl"
-    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readlines()[-1]); r["name"]=sys.argv[2]; r["train_seconds"]=round(float(sys.argv[4])-float(sys.argv[3]),1); print(json.dumps(r))' \
-        "$dir/eval.jsonl" "$name" "$t0" "$t1" >> "$results"
+    tag "$dir/eval.jsonl" "$name" "$(python3 -c "print($t1 - $t0)")"
 }
 
 rm -f "$results"
@@ -43,8 +48,7 @@ run cpc --method cpc
 run no-multiscale --tasks 1t7
 run no-cross-view --views 1
 build/cpu/eval "${data[@]}" --raw --threads 2 --probe-epochs "$PROBE_EPOCHS" --out "$OUT/$set_name-raw.jsonl"
-python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readlines()[-1]); r["name"]="raw"; r["train_seconds"]=0; print(json.dumps(r))' \
-    "$OUT/$set_name-raw.jsonl" >> "$results"
+tag "$OUT/$set_name-raw.jsonl" raw 0
 python3 - "$results" <<'EOF'
 import json, sys
 print("| features | linear | MLP | k-NN | train s |")
