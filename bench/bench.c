@@ -386,6 +386,7 @@ static int parse_int(const char *flag, const char *v, int lo, int hi) {
 }
 
 int main(int argc, char **argv) {
+    engine_prefer_passive_wait(argv);   // the OpenMP wait policy of train and eval: the bench times what they run
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

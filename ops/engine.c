@@ -89,8 +89,10 @@ void engine_describe(char *buf, int size) {
 
 // libgomp reads its wait policy once, when it loads, so a driver that wants it set re-executes itself.
 // Passive waiting: idle OpenMP threads sleep instead of spinning. On a 2-core machine a spinning thread that shares
-// a core with any other busy process (the data workers, a second job) slows a step down by up to 10x; sleeping
-// costs ~15% on an otherwise idle machine. Set OMP_WAIT_POLICY yourself to choose otherwise.
+// a core with any other busy process (the data workers, a second job) slows a step down by up to 10x. Even idle,
+// spinning lost to passive waiting on a 2-core Zen 5 VM (tiny step, batch 32: libgomp's default 175-192 img/s,
+// OMP_WAIT_POLICY=active 151-153, passive 305; one older CPU gained ~15% from spinning).
+// Set OMP_WAIT_POLICY yourself to choose otherwise.
 void engine_prefer_passive_wait(char **argv) {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
     setenv("OMP_WAIT_POLICY", "passive", 1);
