@@ -6,12 +6,16 @@
 #   make test-gpu   the GPU tests and a CLI run on the GPU, failing without one (REQUIRE_GPU=1)
 #   make test-tools the Python tools: checkpoints in PyTorch, loss-curve and t-SNE pictures (skip without packages)
 #   make deps       install the system packages (as root) or print the command
+#   PORTABLE=1      (with any target) a binary for any x86-64 CPU instead of this machine's (-march=native)
 
 CC      ?= gcc
 NVCC    ?= nvcc
 BUILD   ?= build
 SAN     ?=
-CFLAGS_BASE = -std=c11 -O3 -march=x86-64-v2 -g -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
+# Our own loops are built for this machine's CPU (AVX-512 where it has it); PORTABLE=1 builds a binary for any
+# x86-64 CPU from about 2009 on. -std=c11 keeps a*b+c unfused (-ffp-contract=off), so both give the same sums.
+ARCH    = $(if $(filter 1,$(PORTABLE)),-march=x86-64-v2,-march=native)
+CFLAGS_BASE = -std=c11 -O3 $(ARCH) -g -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
               -D_GNU_SOURCE -fopenmp -I$(OPENBLAS_INC) $(SAN)
 # OpenBLAS built on OpenMP: its GEMM threads are the same pool as our OpenMP loops, so the two never fight over
 # the cores (the pthread build's spinning threads and libgomp's spinning threads halve the speed on 2 cores).

@@ -75,7 +75,9 @@ if [ "${KEEP_OPENBLAS_ENV:-0}" = 1 ]; then OURS=(env); else OURS=(env -u OPENBLA
 BENCH_CMD=("${OURS[@]}" "$BENCH")
 kernel=$("${OURS[@]}" "$BUILD/eval" --raw --data /nonexistent 2>/dev/null | sed -n 's/^BLAS: OpenBLAS [^|]* \([A-Za-z0-9]*\) MAX_THREADS.*/\1/p')
 isa=$(grep -o -w -E 'avx512f|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')
-echo "our side: OpenBLAS kernel ${kernel:-?} (the environment's OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(none)} $( [ "${KEEP_OPENBLAS_ENV:-0}" = 1 ] && echo kept || echo 'is unset for our commands')); CPU has: ${isa}; our loops built with $(grep -o -- '-march=[^ ]*' "$BUILD/.flags" | head -1); OpenMP wait policy ${OMP_WAIT_POLICY:-passive} (as train and eval)"
+march=$(grep -o -- '-march=[^ ]*' "$BUILD/.flags" | head -1)
+march_isa=$(${CC:-cc} $march -dM -E - </dev/null 2>/dev/null | grep -o -E '__(AVX512F|AVX2|FMA|SSE4_2)__' | tr -d _ | sort -u | tr '\n' ' ')
+echo "our side: OpenBLAS kernel ${kernel:-?} (the environment's OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(none)} $( [ "${KEEP_OPENBLAS_ENV:-0}" = 1 ] && echo kept || echo 'is unset for our commands')); CPU has: ${isa}; our loops built with ${march:-?} (vector ISA: ${march_isa:-?}); OpenMP wait policy ${OMP_WAIT_POLICY:-passive} (as train and eval)"
 
 have_torch=0
 torch_version="-"

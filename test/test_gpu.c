@@ -7,7 +7,7 @@
 //   EXACT     {0, 0}       pure data movement with at most one addition into each gradient element (transpose,
 //                          gather, concat, channel pad, dropout with the same host-drawn mask): bit-exact.
 //   POINTWISE {1e-6, 1e-5} CUDA's expf/tanhf are within 2 ulp and logf 1 ulp, glibc's within 1; nvcc fuses a*b+c
-//                          (gcc at -march=x86-64-v2 cannot); sums of a few terms in another order. A few ulp.
+//                          (gcc under -std=c11 does not); sums of a few terms in another order. A few ulp.
 //   REDUCE    {1e-5, 1e-5} sums accumulate in double on both devices, in different orders: one float rounding.
 //   GEMM      {1e-4, 1e-4} dot products of up to ~500 terms in [-1, 1], ordered differently by OpenBLAS and cuBLAS
 //                          (error ~ sqrt(K) * 6e-8 * sum|terms|, worst case K * 6e-8 * sum|terms|); conv is GEMM.
