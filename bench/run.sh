@@ -183,18 +183,29 @@ echo
 echo "=== 4c. the whole training loop (build/train, tiny, Fashion-MNIST, batch 64, $THREADS threads, 2 data workers)"
 echo "    beside the step alone (build/bench model, same preset and batch, synthetic input), one after the other"
 if [ "${LOOP_BENCH:-1}" = 1 ] && [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    # loop and step alternate LOOP_REPEATS times: this machine's speed drifts by tens of percent within minutes, so
+    # each side's median over the repeats, and their ratio, compare like with like
     loop_steps=${LOOP_STEPS:-200}
-    "${OURS[@]}" "$BUILD/train" --preset tiny --batch 64 --steps "$loop_steps" --warmup 10 --log-every 50 \
-        --threads "$THREADS" --run-dir "$OUT/loop" > "$OUT/loop.log" 2>&1
-    # median of the logged windows after the first (each window's images/s over its 50 steps)
-    loop_ips=$(grep -o '"img_s":[0-9.]*' "$OUT/loop/log.jsonl" 2>/dev/null | cut -d: -f2 | tail -n +2 | sort -g |
-               awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')
-    "${BENCH_CMD[@]}" model --preset tiny --batch 64 --channels 1 --threads "$THREADS" --warmup 2 --steps 10 \
-        > "$OUT/loop-step.log" 2>&1
+    repeats=${LOOP_REPEATS:-$([ "${BENCH_QUICK:-0}" = 1 ] && echo 1 || echo 3)}
+    median() { sort -g | awk '{ v[NR] = $1 }
+                              END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+    loops=""; steps=""
+    for k in $(seq "$repeats"); do
+        "${OURS[@]}" "$BUILD/train" --preset tiny --batch 64 --steps "$loop_steps" --warmup 10 --log-every 50 \
+            --threads "$THREADS" --run-dir "$OUT/loop" > "$OUT/loop.log" 2>&1
+        # this run's images/s: the median of its logged windows after the first (50 steps each)
+        l=$(grep -o '"img_s":[0-9.]*' "$OUT/loop/log.jsonl" 2>/dev/null | cut -d: -f2 | tail -n +2 | median)
+        "${BENCH_CMD[@]}" model --preset tiny --batch 64 --channels 1 --threads "$THREADS" --warmup 2 --steps 10 \
+            > "$OUT/loop-step.log" 2>&1
+        st=$(field "$(grep '^bench: ' "$OUT/loop-step.log")" train_img_s)
+        [ -n "$l" ] && [ -n "$st" ] || { rc=1; break; }
+        echo "  repeat $k: loop $(printf '%.1f' "$l"), step alone $st images/s"
+        loops+="$l"$'\n'; steps+="$st"$'\n'
+    done
+    loop_ips=$(printf '%s' "$loops" | median); step_ips=$(printf '%s' "$steps" | median)
     [ -n "$loop_ips" ] && loop_ips=$(printf '%.1f' "$loop_ips")
-    step_ips=$(field "$(grep '^bench: ' "$OUT/loop-step.log")" train_img_s)
-    echo "  loop: ${loop_ips:-failed} images/s (median of the logged windows; $OUT/loop.log)"
-    echo "  step alone: ${step_ips:-failed} images/s ($OUT/loop-step.log)"
+    echo "  loop: ${loop_ips:-failed} images/s (median over the repeats; the last run's log: $OUT/loop.log)"
+    echo "  step alone: ${step_ips:-failed} images/s (median over the repeats)"
     [ -n "$loop_ips" ] && [ -n "$step_ips" ] || rc=1
     echo "  loop / step: $(ratio "$loop_ips" "$step_ips")x"
 else
