@@ -49,7 +49,8 @@ static void im2col(float *col, const float *x, int G, int C, int H, int W, int K
                 float *row = dst + (long)oh * Wo;
                 if (ih < 0 || ih >= H) { memset(row, 0, (size_t)Wo * sizeof(float)); continue; }
                 const float *in_row = plane + (long)ih * W;
-                if (pad == 0 && stride == 1) memcpy(row, in_row + kj, (size_t)Wo * sizeof(float));  // the model's convs
+                if (pad == 0 && stride == 1)  // the model's convs; a loop, not memcpy: rows are often 3-7 floats
+                    for (int ow = 0; ow < Wo; ow++) row[ow] = in_row[kj + ow];
                 else if (pad == 0) for (int ow = 0; ow < Wo; ow++) row[ow] = in_row[ow * stride + kj];
                 else
                     for (int ow = 0; ow < Wo; ow++) {
