@@ -27,7 +27,7 @@
 #define CONV_MAX_WORKSPACE_FLOATS (4L << 20)
 
 static int conv_group_size(int N, long ckk, long P) {
-    long g = (CONV_TARGET_COLS + P - 1) / P;
+    long g = CONV_TARGET_COLS / P;  // rounded down: maps of 513+ pixels are one image per GEMM, with no layout copies
     long cap = CONV_MAX_WORKSPACE_FLOATS / (ckk * P);
     if (g > cap) g = cap;
     if (g > N) g = N;
