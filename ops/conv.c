@@ -22,7 +22,7 @@
 #include "linalg.h"
 #include "ops.h"
 
-// GEMMs get at least this many columns when the batch allows, with the im2col buffer kept under the float cap
+// GEMMs get up to this many columns (whole images) when the batch allows, the im2col buffer kept under the float cap
 #define CONV_TARGET_COLS 1024L
 #define CONV_MAX_WORKSPACE_FLOATS (4L << 20)
 
