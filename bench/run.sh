@@ -58,6 +58,8 @@ steps_for() { if [ -n "${STEPS:-}" ]; then echo "$STEPS"; elif [ "$1" = tiny ]; 
 channels_for() { if [ -n "${CHANNELS:-}" ]; then echo "$CHANNELS"; elif [ "$1" = tiny ]; then echo 1; else echo 3; fi; }
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }  # field LINE KEY: the value of KEY=value
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b + 0 > 0) printf "%.2f", a / b; else printf "n/a" }'; }
+median() { sort -g | awk '{ v[NR] = $1 }  # median of the numbers on stdin, one per line
+                          END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
 if [ ! -x "$BENCH" ]; then echo "run.sh: $BENCH is missing; run 'make bench'" >&2; exit 1; fi
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
@@ -76,8 +78,10 @@ BENCH_CMD=("${OURS[@]}" "$BENCH")
 kernel=$("${OURS[@]}" "$BUILD/eval" --raw --data /nonexistent 2>/dev/null | sed -n 's/^BLAS: OpenBLAS [^|]* \([A-Za-z0-9]*\) MAX_THREADS.*/\1/p')
 isa=$(grep -o -w -E 'avx512f|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')
 march=$(grep -o -- '-march=[^ ]*' "$BUILD/.flags" | head -1)
+# what engine_prefer_passive_wait leaves in force: passive unless the environment already chose
+wait_policy=${OMP_WAIT_POLICY:-$([ -n "${GOMP_SPINCOUNT:-}" ] && echo "GOMP_SPINCOUNT=$GOMP_SPINCOUNT" || echo passive)}
 march_isa=$(${CC:-cc} $march -dM -E - </dev/null 2>/dev/null | grep -o -E '__(AVX512F|AVX2|FMA|SSE4_2)__' | tr -d _ | sort -u | tr '\n' ' ')
-echo "our side: OpenBLAS kernel ${kernel:-?} (the environment's OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(none)} $( [ "${KEEP_OPENBLAS_ENV:-0}" = 1 ] && echo kept || echo 'is unset for our commands')); CPU has: ${isa}; our loops built with ${march:-?} (vector ISA: ${march_isa:-?}); OpenMP wait policy ${OMP_WAIT_POLICY:-passive} (as train and eval)"
+echo "our side: OpenBLAS kernel ${kernel:-?} (the environment's OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(none)} $( [ "${KEEP_OPENBLAS_ENV:-0}" = 1 ] && echo kept || echo 'is unset for our commands')); CPU has: ${isa}; our loops built with ${march:-?} (vector ISA: ${march_isa:-?}); OpenMP wait policy ${wait_policy} (as train and eval)"
 
 have_torch=0
 torch_version="-"
@@ -187,8 +191,6 @@ if [ "${LOOP_BENCH:-1}" = 1 ] && [ -f /usr/share/datasets/fashion-mnist/train-im
     # each side's median over the repeats, and their ratio, compare like with like
     loop_steps=${LOOP_STEPS:-200}
     repeats=${LOOP_REPEATS:-$([ "${BENCH_QUICK:-0}" = 1 ] && echo 1 || echo 3)}
-    median() { sort -g | awk '{ v[NR] = $1 }
-                              END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
     loops=""; steps=""
     for k in $(seq "$repeats"); do
         "${OURS[@]}" "$BUILD/train" --preset tiny --batch 64 --steps "$loop_steps" --warmup 10 --log-every 50 \
