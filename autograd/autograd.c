@@ -108,6 +108,17 @@ float *input_grad(Node *n, int k) {
     return (t && t->requires_grad) ? tensor_grad(t) : NULL;
 }
 
+bool input_grad_take(Node *n, int k) {
+    Tensor *t = n->in[k], *out = n->out;
+    if (!t || !t->requires_grad || t->grad || !out->owns_grad || t->numel != out->numel || t->device != out->device)
+        return false;
+    t->grad = out->grad;
+    t->owns_grad = true;
+    out->grad = NULL;
+    out->owns_grad = false;
+    return true;
+}
+
 void backward(Tensor *loss) {
     CHECK(loss->numel == 1, "backward() needs a scalar loss, got %ld elements", loss->numel);
     CHECK(loss->requires_grad, "backward() on a tensor that does not require grad (no parameter reached it?)");

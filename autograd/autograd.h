@@ -79,5 +79,9 @@ Node *tape_node(long i);               // recording order
 
 // grad of an input, allocated on demand, or NULL if that input does not need one
 float *input_grad(Node *n, int k);
+// Hands the output's grad buffer to input k when that input needs a grad, has none yet and holds as many elements:
+// its grad then equals the output's, with no zeroed buffer and no accumulating pass (reshape; the first consumer
+// of a scale or an add). Returns whether it did; the output has no grad afterwards.
+bool input_grad_take(Node *n, int k);
 
 #endif

@@ -94,6 +94,11 @@ Tensor *op_log(Tensor *x) { return unary("log", UNARY_LOG, x); }
 static void binary_backward_node(Node *n) {
     const BinaryArgs *args = n->args;
     Tensor *a = n->in[0], *b = n->in[1];
+    if (args->op == BINARY_ADD && input_grad_take(n, 0)) {   // a's grad is now dout; b's still accumulates it
+        float *db = input_grad(n, 1);                          // (a == b: db is that buffer and doubles it)
+        if (db) KERNEL(a->device, axpy)(db, a->grad, 1.0f, a->numel);
+        return;
+    }
     KERNEL(a->device, binary_backward)(args->op, input_grad(n, 0), input_grad(n, 1), n->out->grad,
                                        a->data, b->data, a->numel);
 }
@@ -114,7 +119,9 @@ Tensor *op_mul(Tensor *a, Tensor *b) { return binary("mul", BINARY_MUL, a, b); }
 
 static void scale_backward_node(Node *n) {
     const ScaleArgs *a = n->args;
-    KERNEL(n->out->device, axpy)(input_grad(n, 0), n->out->grad, a->alpha, n->out->numel);
+    Tensor *x = n->in[0];
+    if (input_grad_take(n, 0)) KERNEL(x->device, scale_forward)(x->grad, x->grad, a->alpha, x->numel);   // in place
+    else KERNEL(x->device, axpy)(input_grad(n, 0), n->out->grad, a->alpha, n->out->numel);
 }
 
 Tensor *op_scale(Tensor *x, float alpha) {

@@ -46,6 +46,7 @@ void gather_location_backward_cpu(float *dx, const float *dout, const int *idx, 
 // ---- reshape and detach ----
 
 static void reshape_backward_node(Node *n) {
+    if (input_grad_take(n, 0)) return;   // the same elements in the same order: the grad is the output's
     KERNEL(n->out->device, axpy)(input_grad(n, 0), n->out->grad, 1.0f, n->out->numel);
 }
 

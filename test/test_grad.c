@@ -58,6 +58,29 @@ static int grad_binary(void) {
     return fails;
 }
 
+// The first consumer to write an input's grad takes the output's grad buffer (input_grad_take): only inputs with no
+// grad yet go that way, so each check here gets fresh inputs.
+static Tensor *build_add_same(Tensor **in, void *ctx) { return op_add(in[0], in[0]); }
+static Tensor *build_chain(Tensor **in, void *ctx) {   // reshape -> scale -> add with the input's second use
+    Tensor *r = op_reshape(in[0], SHAPE(6, 20));
+    return op_add(op_scale(r, 0.5f), op_reshape(op_mul(in[0], in[1]), SHAPE(6, 20)));
+}
+
+static int grad_handover(void) {
+    Rng rng;
+    rng_seed(&rng, 12);
+    BuildFn builds[] = {build_add_same, build_scale, build_chain};
+    const char *names[] = {"add (x, x), grad handed over", "scale, grad handed over", "reshape/scale/add chain"};
+    int fails = 0;
+    for (int i = 0; i < 3; i++) {
+        Tensor *in[2] = {test_tensor(&rng, true, -2, 2, SHAPE(2, 3, 4, 5)), test_tensor(&rng, true, -2, 2, SHAPE(2, 3, 4, 5))};
+        fails += gradcheck(names[i], builds[i], NULL, in, i == 2 ? 2 : 1, TOL_SMOOTH);
+        tensor_free(in[0]);
+        tensor_free(in[1]);
+    }
+    return fails;
+}
+
 // ---- reduce ----
 typedef struct { int dim; bool mean; } ReduceCtx;
 static Tensor *build_reduce(Tensor **in, void *ctx) {
@@ -107,5 +130,6 @@ void register_grad_tests(void) {
     test_register("grad", "planted bug is caught", grad_planted_bug);
     test_register("grad", "elementwise unary", grad_unary);
     test_register("grad", "elementwise binary", grad_binary);
+    test_register("grad", "grad hand-over", grad_handover);
     test_register("grad", "sum and mean", grad_reduce);
 }
