@@ -91,8 +91,10 @@ void engine_describe(char *buf, int size) {
 // Passive waiting: idle OpenMP threads sleep instead of spinning. On a 2-core machine a spinning thread that shares
 // a core with any other busy process (the data workers, a second job) slows a step down by up to 10x. Even idle,
 // spinning lost to passive waiting on a 2-core Zen 5 VM (tiny step, batch 32: libgomp's default 175-192 img/s,
-// OMP_WAIT_POLICY=active 151-153, passive 305; one older CPU gained ~15% from spinning).
-// Set OMP_WAIT_POLICY yourself to choose otherwise.
+// OMP_WAIT_POLICY=active 151-153, passive 305; one older CPU gained ~15% from spinning). On a 2-core Xeon VM with
+// AVX-512 (Sapphire Rapids class) spinning gained ~13% idle (train loop, tiny b64: active 315-319, passive 279-284
+// img/s; an empty 2-thread region costs ~0.8 us spinning, 37-70 us sleeping) but lost 2.7x beside one busy process
+// (`yes`: GOMP_SPINCOUNT=100000 60-62, passive 165-169). Set OMP_WAIT_POLICY yourself to choose otherwise.
 void engine_prefer_passive_wait(char **argv) {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
     setenv("OMP_WAIT_POLICY", "passive", 1);
