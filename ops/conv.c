@@ -257,12 +257,11 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
             }
         }
     }
-    if (own_dw)
-        for (int t = 0; t < team; t++) {
-            const float *part = ws + t * per_thread;
-            #pragma omp parallel for if (Co * ckk > PARALLEL_MIN_WORK)
-            for (long i = 0; i < Co * ckk; i++) dw[i] += part[i];
-        }
+    if (own_dw) {  // one parallel pass adds the parts in thread order (each element's sum as in a loop over parts)
+        #pragma omp parallel for if (Co * ckk > PARALLEL_MIN_WORK)
+        for (long i = 0; i < Co * ckk; i++)
+            for (int t = 0; t < team; t++) dw[i] += ws[t * per_thread + i];
+    }
 }
 
 // Pooling is separable: a K x K window sum is K row sums of K-column sums. Each output row first adds its K input
