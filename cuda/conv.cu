@@ -3,6 +3,7 @@
 // Convolution is im2col + one cuBLAS GEMM per chunk of images (a 1x1 stride-1 unpadded conv is a plain batched
 // GEMM on x itself). Gradient sums over images are GEMM reductions or fixed-order gathers: no atomics.
 #include "../ops/conv.h"
+#include "../ops/elementwise.h"
 #include "../ops/linalg.h"
 #include "common.cuh"
 #include "tuning.h"
@@ -80,9 +81,10 @@ static void swap_outer(float *out, const float *in, const float *bias, long A, l
 
 static bool is_plain_gemm(int K, int stride, int pad) { return K == 1 && stride == 1 && pad == 0; }
 
-// out: (N, Co, Ho, Wo); x: (N, C, H, W); w: (Co, C, K, K) = (Co, R); b: (Co) or NULL
-void conv2d_forward_cuda(float *out, const float *x, const float *w, const float *b, int N, int C, int H, int W,
-                         int Co, int K, int stride, int pad) {
+// out = relu?(conv(x) + b + residual): (N, Co, Ho, Wo); x: (N, C, H, W); w: (Co, C, K, K) = (Co, R); b: (Co),
+// residual: out's shape, each may be NULL
+static void conv2d_cuda(float *out, const float *x, const float *w, const float *b, int N, int C, int H, int W,
+                        int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     if (N <= 0 || Co <= 0 || Ho <= 0 || Wo <= 0) return;
     int P = Ho * Wo, R = C * K * K;
@@ -104,6 +106,16 @@ void conv2d_forward_cuda(float *out, const float *x, const float *w, const float
         swap_outer(out + (long)n0 * Co * P, out_cm, b, Co, cur, P);             // -> (cur, Co, P) + bias
     }
     scratch_free(col, bytes);
+}
+
+// the epilogue as the elementwise kernels, after the convolution
+void conv2d_forward_cuda(float *out, const float *x, const float *w, const float *b, const float *residual, bool relu,
+                         int N, int C, int H, int W, int Co, int K, int stride, int pad) {
+    conv2d_cuda(out, x, w, b, N, C, H, W, Co, K, stride, pad);
+    long n = (long)N * Co * ((H + 2 * pad - K) / stride + 1) * ((W + 2 * pad - K) / stride + 1);
+    if (n <= 0) return;
+    if (residual) binary_forward_cuda(BINARY_ADD, out, out, residual, n);
+    if (relu) unary_forward_cuda(UNARY_RELU, out, out, n);
 }
 
 // accumulates dx (N, C, H, W), dw (Co, R), db (Co); each may be NULL. dout: (N, Co, Ho, Wo)

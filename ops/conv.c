@@ -95,15 +95,26 @@ static void col2im_add(float *dx, const float *dcol, int G, int C, int H, int W,
     }
 }
 
-// group layout (Co, G*P) <-> batch layout (G, Co, P)
-static void group_to_batch(float *out, const float *grp, int G, int Co, long P) {
+// The convolution's epilogue, while the GEMM's result is still in cache: out (G, Co, P) = relu?(gemm + b + residual)
+// with gemm in group layout grp (Co, G*P), or already in out (batch layout) when grp is NULL. b, residual may be NULL.
+static void conv_epilogue(float *out, const float *grp, const float *b, const float *residual, bool relu, int G,
+                          int Co, long P) {
+    if (!grp && !b && !residual && !relu) return;
     #pragma omp parallel for if ((long)G * Co * P > PARALLEL_MIN_WORK)
     for (long gc = 0; gc < (long)G * Co; gc++) {
         long g = gc / Co, co = gc % Co;
-        memcpy(out + gc * P, grp + (co * G + g) * P, (size_t)P * sizeof(float));
+        const float *src = grp ? grp + (co * G + g) * P : out + gc * P, *res = residual ? residual + gc * P : NULL;
+        float *dst = out + gc * P, bias = b ? b[co] : 0.0f;
+        for (long p = 0; p < P; p++) {
+            float v = src[p];
+            if (b) v += bias;
+            if (res) v += res[p];
+            dst[p] = relu ? (v > 0.0f ? v : 0.0f) : v;
+        }
     }
 }
 
+// group layout (Co, G*P) <- batch layout (G, C, P)
 static void batch_to_group(float *grp, const float *x, int G, int C, long P) {
     #pragma omp parallel for if ((long)G * C * P > PARALLEL_MIN_WORK)
     for (long gc = 0; gc < (long)G * C; gc++) {
@@ -176,14 +187,16 @@ static int team_size(void) {
 #endif
 }
 
-// out: (N, Co, Ho, Wo); x: (N, C, H, W); w: (Co, C*K*K); b: (Co) or NULL
-void conv2d_forward_cpu(float *out, const float *x, const float *w, const float *b, int N, int C, int H, int W,
-                        int Co, int K, int stride, int pad) {
+// out: (N, Co, Ho, Wo) = relu?(conv(x) + b + residual); x: (N, C, H, W); w: (Co, C*K*K); b: (Co), residual: out's
+// shape, each may be NULL. Each thread applies the epilogue to its own images right after their GEMM.
+void conv2d_forward_cpu(float *out, const float *x, const float *w, const float *b, const float *residual, bool relu,
+                        int N, int C, int H, int W, int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     long P = (long)Ho * Wo, ckk = (long)C * K * K;
     bool pointwise = K == 1 && stride == 1 && pad == 0;  // x itself is the column matrix, no im2col
     if (pad == 0 && K == H && K == W) {  // one output pixel per image: each image is its own (C*K*K) column
         gemm_cpu(false, true, N, Co, (int)ckk, 1.0f, x, w, 0.0f, out);  // (N, Co) = x (N, C*K*K) w^T
+        conv_epilogue(out, NULL, b, residual, relu, N, Co, 1);
     } else {
         ConvPlan plan = conv_plan(N, ckk, P);
         long per_thread = (ckk + Co) * plan.G * P;  // column buffer + output in group layout
@@ -201,11 +214,11 @@ void conv2d_forward_cpu(float *out, const float *x, const float *w, const float 
                 else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
                 float *dst = g > 1 ? grp : out + (long)n0 * Co * P;  // one image: its output plane is the group layout
                 gemm_cpu(false, false, Co, (int)(g * P), (int)ckk, 1.0f, w, cols, 0.0f, dst);
-                if (g > 1) group_to_batch(out + (long)n0 * Co * P, grp, g, Co, P);
+                conv_epilogue(out + (long)n0 * Co * P, g > 1 ? grp : NULL, b, residual ? residual + (long)n0 * Co * P : NULL,
+                              relu, g, Co, P);
             }
         }
     }
-    if (b) bias_forward_cpu(out, b, N, Co, (int)P);
 }
 
 // Accumulates dx (N, C, H, W), dw (Co, C*K*K), db (Co). Each thread sums its groups' dw in batch order into its
@@ -380,7 +393,8 @@ void channel_pad_backward_cpu(float *dx, const float *dout, int N, int C, int Co
 
 // conv2d with its epilogue: out = relu?(conv(x) + b + residual). Folding the residual add and the ReLU into the
 // convolution leaves one tensor on the tape where there were two or three, which is most of what a residual
-// encoder keeps for backward. Only existing kernels are used, so the CUDA path is the same code.
+// encoder keeps for backward. The CPU kernel applies the epilogue to each group of images right after its GEMM, while
+// the result is in cache; the CUDA kernel runs the elementwise kernels after the convolution.
 // in: x, w, b, residual (b and residual may be NULL)
 typedef struct { int N, C, H, W, Co, K, stride, pad; bool relu; } ConvArgs;
 
@@ -412,10 +426,8 @@ static Tensor *conv2d_fused(const char *name, Tensor *x, Tensor *w, Tensor *b, i
     Tensor *out = tape_tensor(x->device, SHAPE(N, Co, Ho, Wo));
     CHECK(!residual || tensor_same_shape(residual, out), "%s: residual shape differs from the (%d, %d, %d, %d) output",
           name, N, Co, Ho, Wo);
-    KERNEL(x->device, conv2d_forward)(out->data, x->data, w->data, b ? b->data : NULL, N, C, H, W, Co, K, stride,
-                                      pad);
-    if (residual) KERNEL(x->device, binary_forward)(BINARY_ADD, out->data, out->data, residual->data, out->numel);
-    if (relu) KERNEL(x->device, unary_forward)(UNARY_RELU, out->data, out->data, out->numel);
+    KERNEL(x->device, conv2d_forward)(out->data, x->data, w->data, b ? b->data : NULL,
+                                      residual ? residual->data : NULL, relu, N, C, H, W, Co, K, stride, pad);
     Tensor *in[4] = {x, w, b, residual};
     ConvArgs args = {.N = N, .C = C, .H = H, .W = W, .Co = Co, .K = K, .stride = stride, .pad = pad, .relu = relu};
     Node *n = tape_record(name, conv2d_backward_node, out, 4, in, &args, sizeof args);

@@ -194,42 +194,51 @@ static int grad_conv_fused(void) {
     return fails;
 }
 
-// the fused ops against the ops they replace: equal outputs and equal gradients (the same float operations)
+// the fused ops against the ops they replace: equal outputs and equal gradients (the same float operations).
+// Shapes: one thread walks groups of several images; threads split the batch (groups of 2, then one image each).
 static int conv_fused_vs_unfused(void) {
     Rng rng;
     rng_seed(&rng, 19);
     int fails = 0;
-    for (int relu = 0; relu <= 1; relu++) {
-        FusedCase c = {2, 1, relu};
-        Tensor *in[4] = {test_tensor(&rng, true, -1, 1, SHAPE(3, 4, 7, 7)), test_tensor(&rng, true, -1, 1, SHAPE(5, 4, 3, 3)),
-                         test_tensor(&rng, true, -1, 1, SHAPE(5)), test_tensor(&rng, true, -1, 1, SHAPE(3, 5, 4, 4))};
-        int n_in = relu ? 3 : 4;
-        float *want[5], *got[5];
-        for (int pass = 0; pass < 2; pass++) {
-            for (int k = 0; k < n_in; k++) tensor_zero_grad(in[k]);
-            Tensor *out = (pass ? build_conv_fused : build_conv_unfused)(in, &c);
-            Tensor *loss = op_sum(op_mul(out, out), -1);  // d/d out = 2 out: a gradient that depends on every output
-            backward(loss);
-            float **dst = pass ? got : want;
-            dst[0] = malloc(sizeof(float) * out->numel);
-            memcpy(dst[0], out->data, sizeof(float) * out->numel);
-            for (int k = 0; k < n_in; k++) {
-                dst[k + 1] = malloc(sizeof(float) * in[k]->numel);
-                memcpy(dst[k + 1], in[k]->grad, sizeof(float) * in[k]->numel);
+    const struct { int N, C, H, Co, K, stride, pad; } shapes[] = {{3, 4, 7, 5, 3, 2, 1}, {4, 3, 20, 5, 3, 1, 1},
+                                                                   {4, 3, 24, 5, 3, 1, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int relu = 0; relu <= 1; relu++) {
+            int N = shapes[s].N, Co = shapes[s].Co, K = shapes[s].K;
+            int Ho = (shapes[s].H + 2 * shapes[s].pad - K) / shapes[s].stride + 1;
+            FusedCase c = {shapes[s].stride, shapes[s].pad, relu};
+            Tensor *in[4] = {test_tensor(&rng, true, -1, 1, SHAPE(N, shapes[s].C, shapes[s].H, shapes[s].H)),
+                             test_tensor(&rng, true, -1, 1, SHAPE(Co, shapes[s].C, K, K)),
+                             test_tensor(&rng, true, -1, 1, SHAPE(Co)),
+                             test_tensor(&rng, true, -1, 1, SHAPE(N, Co, Ho, Ho))};
+            int n_in = relu ? 3 : 4;
+            float *want[5], *got[5];
+            for (int pass = 0; pass < 2; pass++) {
+                for (int k = 0; k < n_in; k++) tensor_zero_grad(in[k]);
+                Tensor *out = (pass ? build_conv_fused : build_conv_unfused)(in, &c);
+                Tensor *loss = op_sum(op_mul(out, out), -1);  // d/d out = 2 out: a gradient that depends on every output
+                backward(loss);
+                float **dst = pass ? got : want;
+                dst[0] = malloc(sizeof(float) * out->numel);
+                memcpy(dst[0], out->data, sizeof(float) * out->numel);
+                for (int k = 0; k < n_in; k++) {
+                    dst[k + 1] = malloc(sizeof(float) * in[k]->numel);
+                    memcpy(dst[k + 1], in[k]->grad, sizeof(float) * in[k]->numel);
+                }
+                tape_clear();
             }
-            tape_clear();
+            const char *names[] = {"out", "dx", "dw", "db", "dr"};
+            long sizes[] = {in[3]->numel, in[0]->numel, in[1]->numel, in[2]->numel, in[3]->numel};
+            char what[96];
+            for (int k = 0; k <= n_in; k++) {
+                snprintf(what, sizeof what, "%s %dx%d maps: fused == unfused %s", relu ? "conv2d_relu" : "conv2d_add",
+                         Ho, Ho, names[k]);
+                fails += check_close(what, got[k], want[k], sizes[k], 0, 0);
+                free(got[k]);
+                free(want[k]);
+            }
+            free_all(in, 4);
         }
-        const char *names[] = {"out", "dx", "dw", "db", "dr"};
-        long sizes[] = {3 * 5 * 4 * 4, in[0]->numel, in[1]->numel, in[2]->numel, in[3]->numel};
-        char what[64];
-        for (int k = 0; k <= n_in; k++) {
-            snprintf(what, sizeof what, "%s: fused == unfused %s", relu ? "conv2d_relu" : "conv2d_add", names[k]);
-            fails += check_close(what, got[k], want[k], sizes[k], 0, 0);
-            free(got[k]);
-            free(want[k]);
-        }
-        free_all(in, 4);
-    }
     return fails;
 }
 
@@ -301,8 +310,8 @@ static int conv_vs_direct_loops(void) {
         float *out = xmalloc(sizeof(float) * nout);
         float *dx = xcalloc((size_t)nx, sizeof(float)), *dw = xcalloc((size_t)nw, sizeof(float));
         float *db = xcalloc((size_t)c->Co, sizeof(float));
-        conv2d_forward_cpu(out, x->data, w->data, c->bias ? b->data : NULL, c->N, c->C, c->H, c->W, c->Co, c->K,
-                           c->stride, c->pad);
+        conv2d_forward_cpu(out, x->data, w->data, c->bias ? b->data : NULL, NULL, false, c->N, c->C, c->H, c->W, c->Co,
+                           c->K, c->stride, c->pad);
         conv2d_backward_cpu(dx, dw, db, dout->data, x->data, w->data, c->N, c->C, c->H, c->W, c->Co, c->K, c->stride,
                             c->pad);
         snprintf(what, sizeof what, "%s: out", c->name);
@@ -422,7 +431,7 @@ static int conv_inside_parallel_region(void) {
         {
             #pragma omp single
             {
-                conv2d_forward_cpu(runs[r][0]->data, x->data, w->data, NULL, N, C, H, W, Co, K, 1, 0);
+                conv2d_forward_cpu(runs[r][0]->data, x->data, w->data, NULL, NULL, false, N, C, H, W, Co, K, 1, 0);
                 conv2d_backward_cpu(runs[r][1]->data, runs[r][2]->data, NULL, dout->data, x->data, w->data, N, C, H,
                                     W, Co, K, 1, 0);
             }
