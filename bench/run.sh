@@ -10,6 +10,8 @@
 # 4b. data-parallel scaling: build/train on 1 and 2 processes of 1 thread (Open MPI), images/s.
 # 4c. the whole training loop (build/train on Fashion-MNIST: data workers, augmentation, logging) beside the step
 #    alone (build/bench model), images/s and their ratio. LOOP_BENCH=0 / MPI_SCALING=0 skip them.
+# 4d. the step with passive OpenMP waiting (our default) and with a short spin; PyTorch with passive waiting
+#    (WAIT_BENCH=0 skips it).
 # 5. where a CUDA device is present (build/bench cuda): the GPU. For each preset, batch and precision (FP32, TF32
 #    convolutions) our training step and forward pass on the GPU, then PyTorch on the same GPU, eager and
 #    torch.compile, in the same run; ratios and both sides' peak GPU memory; a table ($BENCH_OUT/gpu_table.md).
@@ -212,6 +214,33 @@ if [ "${LOOP_BENCH:-1}" = 1 ] && [ -f /usr/share/datasets/fashion-mnist/train-im
     echo "  loop / step: $(ratio "$loop_ips" "$step_ips")x"
 else
     echo "  skipped: no Fashion-MNIST (apt-get install dataset-fashion-mnist), or LOOP_BENCH=0"
+fi
+
+# ---- 4d. OpenMP's wait policy: the step with idle threads asleep (train's default) and spinning briefly ----
+echo
+echo "=== 4d. OpenMP wait policy: the training step (tiny, batch 64, $THREADS threads) with passive waiting (our"
+echo "    default) and with GOMP_SPINCOUNT=10000 (threads spin a little before they sleep), alternating; PyTorch's"
+echo "    libgomp spins by default: the same step of PyTorch with OMP_WAIT_POLICY=passive beside it"
+if [ "${WAIT_BENCH:-1}" = 1 ]; then
+    for k in $(seq "$([ "${BENCH_QUICK:-0}" = 1 ] && echo 1 || echo 2)"); do
+        line="  repeat $k:"
+        for policy in OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000; do
+            env "$policy" "${BENCH_CMD[@]}" model --preset tiny --batch 64 --channels 1 --threads "$THREADS" \
+                --warmup 2 --steps "$(steps_for tiny)" > "$OUT/wait.log" 2>&1
+            v=$(field "$(grep '^bench: ' "$OUT/wait.log")" train_img_s)
+            [ -n "$v" ] || rc=1
+            line+=" ours $policy ${v:-failed},"
+        done
+        if [ $have_torch = 1 ]; then
+            OMP_WAIT_POLICY=passive "$PYTHON" bench/torch_ref.py --preset tiny --batch 64 --channels 1 \
+                --threads "$THREADS" --warmup 2 --steps "$(steps_for tiny)" > "$OUT/wait.torch.log" 2>&1
+            v=$(field "$(grep '^torch: ' "$OUT/wait.torch.log")" train_img_s)
+            line+=" PyTorch OMP_WAIT_POLICY=passive ${v:-failed}"
+        fi
+        echo "$line images/s"
+    done
+else
+    echo "  skipped: WAIT_BENCH=0"
 fi
 fi
 

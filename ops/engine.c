@@ -94,7 +94,9 @@ void engine_describe(char *buf, int size) {
 // OMP_WAIT_POLICY=active 151-153, passive 305; one older CPU gained ~15% from spinning). On a 2-core Xeon VM with
 // AVX-512 (Sapphire Rapids class) spinning gained ~13% idle (train loop, tiny b64: active 315-319, passive 279-284
 // img/s; an empty 2-thread region costs ~0.8 us spinning, 37-70 us sleeping) but lost 2.7x beside one busy process
-// (`yes`: GOMP_SPINCOUNT=100000 60-62, passive 165-169). Set OMP_WAIT_POLICY yourself to choose otherwise.
+// (`yes`: GOMP_SPINCOUNT=100000 60-62, passive 165-169). A short spin there, later (tiny b64 step, two interleaved
+// runs each): GOMP_SPINCOUNT=10000 +12% idle (357-366 vs 319-326 img/s) but -18% beside `yes` (157-160 vs 187-195);
+// 3000 +8% idle, -5% beside `yes`. Passive stays: never far off. Set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose.
 void engine_prefer_passive_wait(char **argv) {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
     setenv("OMP_WAIT_POLICY", "passive", 1);
