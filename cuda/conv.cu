@@ -81,8 +81,7 @@ static void swap_outer(float *out, const float *in, const float *bias, long A, l
 
 static bool is_plain_gemm(int K, int stride, int pad) { return K == 1 && stride == 1 && pad == 0; }
 
-// out = relu?(conv(x) + b + residual): (N, Co, Ho, Wo); x: (N, C, H, W); w: (Co, C, K, K) = (Co, R); b: (Co),
-// residual: out's shape, each may be NULL
+// out = conv(x) + b: (N, Co, Ho, Wo); x: (N, C, H, W); w: (Co, C, K, K) = (Co, R); b: (Co) or NULL
 static void conv2d_cuda(float *out, const float *x, const float *w, const float *b, int N, int C, int H, int W,
                         int Co, int K, int stride, int pad) {
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
@@ -108,7 +107,8 @@ static void conv2d_cuda(float *out, const float *x, const float *w, const float 
     scratch_free(col, bytes);
 }
 
-// the epilogue as the elementwise kernels, after the convolution
+// out = relu?(conv(x) + b + residual); residual: out's shape or NULL. The epilogue runs as the elementwise kernels,
+// after the convolution.
 void conv2d_forward_cuda(float *out, const float *x, const float *w, const float *b, const float *residual, bool relu,
                          int N, int C, int H, int W, int Co, int K, int stride, int pad) {
     conv2d_cuda(out, x, w, b, N, C, H, W, Co, K, stride, pad);

@@ -214,8 +214,8 @@ void conv2d_forward_cpu(float *out, const float *x, const float *w, const float 
                 else im2col(col, xg, g, C, H, W, K, stride, pad, Ho, Wo);
                 float *dst = g > 1 ? grp : out + (long)n0 * Co * P;  // one image: its output plane is the group layout
                 gemm_cpu(false, false, Co, (int)(g * P), (int)ckk, 1.0f, w, cols, 0.0f, dst);
-                conv_epilogue(out + (long)n0 * Co * P, g > 1 ? grp : NULL, b, residual ? residual + (long)n0 * Co * P : NULL,
-                              relu, g, Co, P);
+                long at = (long)n0 * Co * P;
+                conv_epilogue(out + at, g > 1 ? grp : NULL, b, residual ? residual + at : NULL, relu, g, Co, P);
             }
         }
     }
