@@ -9,7 +9,8 @@
 # 4. a markdown table for the README (also written to $BENCH_OUT/table.md).
 # 4b. data-parallel scaling: build/train on 1 and 2 processes of 1 thread (Open MPI), images/s.
 # 4c. the whole training loop (build/train on Fashion-MNIST: data workers, augmentation, logging) beside the step
-#    alone (build/bench model), images/s and their ratio. LOOP_BENCH=0 / MPI_SCALING=0 skip them.
+#    alone (build/bench model), and beside a PyTorch loop (bench/torch_loop.py), images/s and their ratios.
+#    LOOP_BENCH=0 / MPI_SCALING=0 skip them.
 # 4d. the step with passive OpenMP waiting (our default) and with a short spin; PyTorch with passive waiting
 #    (WAIT_BENCH=0 skips it).
 # 5. where a CUDA device is present (build/bench cuda): the GPU. For each preset, batch and precision (FP32, TF32
@@ -187,13 +188,14 @@ fi
 # ---- 4c. the loop beside the step: what data loading, augmentation, logging and checkpoints cost ----
 echo
 echo "=== 4c. the whole training loop (build/train, tiny, Fashion-MNIST, batch 64, $THREADS threads, 2 data workers)"
-echo "    beside the step alone (build/bench model, same preset and batch, synthetic input), one after the other"
+echo "    beside the step alone (build/bench model, same preset and batch, synthetic input) and the PyTorch loop,"
+echo "    one after the other"
 if [ "${LOOP_BENCH:-1}" = 1 ] && [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     # loop and step alternate LOOP_REPEATS times: this machine's speed drifts by tens of percent within minutes, so
     # each side's median over the repeats, and their ratio, compare like with like
     loop_steps=${LOOP_STEPS:-200}
     repeats=${LOOP_REPEATS:-$([ "${BENCH_QUICK:-0}" = 1 ] && echo 1 || echo 3)}
-    loops=""; steps=""
+    loops=""; steps=""; torch_loops=""
     for k in $(seq "$repeats"); do
         "${OURS[@]}" "$BUILD/train" --preset tiny --batch 64 --steps "$loop_steps" --warmup 10 --log-every 50 \
             --threads "$THREADS" --run-dir "$OUT/loop" > "$OUT/loop.log" 2>&1
@@ -203,7 +205,14 @@ if [ "${LOOP_BENCH:-1}" = 1 ] && [ -f /usr/share/datasets/fashion-mnist/train-im
             > "$OUT/loop-step.log" 2>&1
         st=$(field "$(grep '^bench: ' "$OUT/loop-step.log")" train_img_s)
         [ -n "$l" ] && [ -n "$st" ] || { rc=1; break; }
-        echo "  repeat $k: loop $(printf '%.1f' "$l"), step alone $st images/s"
+        tl=""
+        if [ $have_torch = 1 ]; then
+            "$PYTHON" bench/torch_loop.py --steps "$loop_steps" --batch 64 --threads "$THREADS" --log-every 50 \
+                > "$OUT/torch-loop.log" 2>&1
+            tl=$(field "$(grep '^torch-loop: ' "$OUT/torch-loop.log")" img_s)
+            [ -n "$tl" ] && torch_loops+="$tl"$'\n'
+        fi
+        echo "  repeat $k: loop $(printf '%.1f' "$l"), step alone $st${tl:+, PyTorch loop $tl} images/s"
         loops+="$l"$'\n'; steps+="$st"$'\n'
     done
     loop_ips=$(printf '%s' "$loops" | median); step_ips=$(printf '%s' "$steps" | median)
@@ -212,6 +221,12 @@ if [ "${LOOP_BENCH:-1}" = 1 ] && [ -f /usr/share/datasets/fashion-mnist/train-im
     echo "  step alone: ${step_ips:-failed} images/s (median over the repeats)"
     [ -n "$loop_ips" ] && [ -n "$step_ips" ] || rc=1
     echo "  loop / step: $(ratio "$loop_ips" "$step_ips")x"
+    if [ -n "$torch_loops" ]; then
+        torch_loop_ips=$(printf '%s' "$torch_loops" | median)
+        echo "  PyTorch loop (bench/torch_loop.py: Fashion-MNIST, the same augmentations on the batch in the main"
+        echo "  thread, torch_ref.py's step): ${torch_loop_ips:-failed} images/s (median; log: $OUT/torch-loop.log)"
+        echo "  our loop / PyTorch loop: $(ratio "$loop_ips" "$torch_loop_ips")x"
+    fi
 else
     echo "  skipped: no Fashion-MNIST (apt-get install dataset-fashion-mnist), or LOOP_BENCH=0"
 fi
