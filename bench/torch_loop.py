@@ -65,8 +65,13 @@ def main():
     ap.add_argument("--log-every", type=int, default=50)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    images = read_idx(os.path.join(args.data, "train-images-idx3-ubyte.gz"), True)
-    labels = torch.from_numpy(read_idx(os.path.join(args.data, "train-labels-idx1-ubyte.gz"), False).astype(np.int64))
+    try:
+        images = read_idx(os.path.join(args.data, "train-images-idx3-ubyte.gz"), True)
+        labels = read_idx(os.path.join(args.data, "train-labels-idx1-ubyte.gz"), False)
+    except (OSError, ValueError) as e:   # missing, unreadable or truncated files
+        print("torch_loop: %s: %s" % (args.data, e), file=sys.stderr)
+        return 1
+    labels = torch.from_numpy(labels.astype(np.int64))
     pixels = F.pad(torch.from_numpy(images.copy()).float().unsqueeze(1), (2, 2, 2, 2), mode="reflect")  # (N, 1, 32, 32)
 
     F_, D, d = torch_ref.PRESETS["tiny"]
