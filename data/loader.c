@@ -123,6 +123,16 @@ static void stop_workers(Loader *ld) {
     for (int w = 0; w < ld->n_workers; w++) pthread_join(ld->threads[w], NULL);
 }
 
+// The run restarts at (epoch, position) with an empty ring. Workers stopped: they read these fields unlocked.
+static void restart_at(Loader *ld, long epoch, long position) {
+    ld->start_epoch = epoch;
+    ld->start_position = position;
+    ld->n_batches = ld->mode == LOADER_TRAIN_PAIRS ? LONG_MAX : (ld->ds->n - position + ld->batch - 1) / ld->batch;
+    ld->next_claim = ld->next_consume = 0;
+    ld->held = -1;
+    for (int s = 0; s < ld->n_slots; s++) ld->slot_batch[s] = -1;
+}
+
 Loader *loader_new(const Dataset *ds, LoaderMode mode, int batch, uint64_t seed, int n_workers) {
     CHECK(ds->n > 0 && batch > 0 && n_workers > 0, "loader needs images, a batch size and a worker");
     CHECK(mode == LOADER_TEST || batch <= ds->n, "training batch larger than the dataset (drop_last)");
@@ -149,19 +159,21 @@ Loader *loader_new(const Dataset *ds, LoaderMode mode, int batch, uint64_t seed,
     pthread_mutex_init(&ld->mu, NULL);
     pthread_cond_init(&ld->work_cv, NULL);
     pthread_cond_init(&ld->ready_cv, NULL);
-    ld->held = -1;
-    for (int s = 0; s < ld->n_slots; s++) ld->slot_batch[s] = -1;
-    ld->n_batches = mode == LOADER_TRAIN_PAIRS ? LONG_MAX : ld->batches_per_epoch;
+    restart_at(ld, 0, 0);
     start_workers(ld);
     return ld;
 }
 
+// The workers are stopped first: they read the shard without the lock, and one that saw the new first row with the
+// old row count would read past the epoch's order.
 void loader_set_shard(Loader *ld, int rank, int size) {
     CHECK(ld->mode == LOADER_TRAIN_PAIRS && size >= 1 && rank >= 0 && rank < size && ld->batch % size == 0,
           "shard %d of %d of a batch of %d", rank, size, ld->batch);
+    stop_workers(ld);
     ld->shard_rows = ld->batch / size;
     ld->shard_first = rank * ld->shard_rows;
-    loader_seek(ld, ld->start_epoch, ld->start_position);
+    restart_at(ld, ld->start_epoch, ld->start_position);
+    start_workers(ld);
 }
 
 void loader_seek(Loader *ld, long epoch, long position) {
@@ -171,12 +183,7 @@ void loader_seek(Loader *ld, long epoch, long position) {
     else
         CHECK(position <= ld->ds->n, "seek position past the end of the dataset");
     stop_workers(ld);
-    ld->start_epoch = epoch;
-    ld->start_position = position;
-    ld->n_batches = ld->mode == LOADER_TRAIN_PAIRS ? LONG_MAX : (ld->ds->n - position + ld->batch - 1) / ld->batch;
-    ld->next_claim = ld->next_consume = 0;
-    ld->held = -1;
-    for (int s = 0; s < ld->n_slots; s++) ld->slot_batch[s] = -1;
+    restart_at(ld, epoch, position);
     start_workers(ld);
 }
 

@@ -1343,6 +1343,40 @@ static int loader_resume(void) {
     return fails;
 }
 
+// loader_set_shard on a running loader (train.c calls it right after loader_new, with the workers already filling):
+// each batch holds rows [shard_first, shard_first + shard_rows) of the whole batch, as the unsharded run has them.
+// The call races the workers: one that read the old row count and then the new first row read past the epoch's
+// order, at the epoch's last batch (an image index out of range, or garbage). So: 32 images in batches of 8 (the
+// last batch ends at the last row), and the call made after a delay that sweeps 0-2 ms, three times.
+static int loader_shard(void) {
+    enum { N = 32, ROUNDS = 600 };
+    Dataset ds;
+    synthetic_dataset(&ds, N, 3, 32, FAMILY_CIFAR, 32, 14);
+    const long f = 3 * 32 * 32;
+    SavedBatch ref[LOADER_RUN];
+    reference_run(&ds, 5, ref);
+    int rows_ok = 0, rows = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        Loader *ld = loader_new(&ds, LOADER_TRAIN_PAIRS, LOADER_B, 5, 1);
+        for (double t0 = now_seconds(); now_seconds() - t0 < 1e-5 * (round % 200);) continue;
+        loader_set_shard(ld, 1, 2);
+        Batch *b;
+        for (int i = 0; i < 4 && loader_next(ld, &b); i++)   // one epoch
+            for (int r = 0; r < b->batch; r++) {
+                int row = LOADER_B / 2 + r;
+                rows_ok += b->batch == LOADER_B / 2 && b->indices[r] == ref[i].indices[row] &&
+                           !memcmp(b->x1 + r * f, ref[i].x1 + row * f, sizeof(float) * f);
+                rows++;
+            }
+        loader_free(ld);
+    }
+    int fails = check_true(rows == ROUNDS * 4 * LOADER_B / 2 && rows_ok == rows,
+                           "shard 1 of 2 = rows 4..7 of the whole batch: %d of %d rows in %d rounds", rows_ok, rows, ROUNDS);
+    free_saved(ref, LOADER_RUN);
+    dataset_free(&ds);
+    return fails;
+}
+
 static int loader_test_pass(void) {
     Dataset ds;
     synthetic_dataset(&ds, LOADER_N, 1, 32, FAMILY_CIFAR, 32, 13);
@@ -1400,4 +1434,5 @@ void register_data_tests(void) {
     test_register("data", "loader: workers, positions, row seeds", loader_train_pairs);
     test_register("data", "loader: seek reproduces the run", loader_resume);
     test_register("data", "loader: test pass", loader_test_pass);
+    test_register("data", "loader: a shard set while the workers run", loader_shard);
 }
