@@ -339,6 +339,8 @@ static int bench_model(const Options *o) {
             printf("  peak device memory (the pool): %.1f MiB held, %.1f MiB in use at once (cuBLAS workspace and the "
                    "CUDA context not counted)\n", (double)dev_pool_peak_held(DEV_CUDA) / mib,
                    (double)dev_pool_peak_in_use(DEV_CUDA) / mib);
+        printf("  host tensors : %.1f MiB at most at once (RSS adds the conv workspace, OpenBLAS buffers, the program)\n",
+               (double)dev_pool_peak_in_use(DEV_CPU) / mib);
         printf("bench: preset=%s batch=%d threads=%d device=%s precision=%s train_img_s=%.1f forward_img_s=%.1f "
                "peak_rss_mib=%.1f%s\n", cfg.preset, B, o->threads, device_name(dev), precision, B / train_med,
                B / forward_med, rss, gpu);

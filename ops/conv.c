@@ -159,8 +159,8 @@ static void thread_share(int N, int T, int t, int *lo, int *hi) {
     *hi = (int)((long)N * (t + 1) / T);
 }
 
-// One workspace for every CPU convolution, grown to the largest call so far and kept for the next: the caching
-// pool only reuses blocks of exactly the same size, and every conv shape would ask for a different one.
+// One workspace for every CPU convolution, grown to the largest call so far and kept for the next: no allocation
+// per call.
 static float *conv_workspace(size_t bytes) {
     static float *buf;
     static size_t capacity;

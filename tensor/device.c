@@ -1,9 +1,11 @@
-// device.c - the caching memory pool for CPU and CUDA memory, host-to-device staging, and the Uploader.
+// device.c - CPU memory from the C heap, CUDA memory through a caching pool, host-to-device staging, the Uploader.
 #include "device.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <malloc.h>
 
 #include "../base/base.h"
 
@@ -30,6 +32,11 @@ static void cuda_release(cudaError_t e, const char *what) {
 const char *device_name(Device dev) { return dev == DEV_CUDA ? "cuda" : "cpu"; }
 
 // ---- the pool: a free list of (size, ptr) per device; blocks are reused only for the exact rounded size ----
+// The CPU side caches nothing: its blocks go to malloc and back, and malloc's heap reuses freed memory for any size
+// (best fit, neighbours merged), where exact-size reuse left up to 8% of the peak cached in blocks of the wrong
+// size (cifar-small, batch 128: 2,300 MiB held for 2,106 MiB in use). mmap is turned off so that big tensors come
+// from the heap too: an mmap'd block goes back to the system when freed and its pages fault in again next step.
+// The CPU pool still counts what is in use (the leak checks and the peak figures read it).
 typedef struct { size_t bytes; void *ptr; } Block;
 typedef struct { Block *free; int n_free, cap_free; size_t in_use, cached, peak_in_use, peak_held; } Pool;
 static Pool pools[2];
@@ -44,7 +51,15 @@ static void note_peaks(Pool *pool) {
 }
 
 static void *system_alloc(Device dev, size_t bytes) {
-    if (dev == DEV_CPU) return aligned_alloc(64, bytes);
+    if (dev == DEV_CPU) {
+        static bool heap_only;
+        if (!heap_only) {  // the process's malloc policy, set before the first tensor: heap only, never trimmed
+            mallopt(M_MMAP_MAX, 0);
+            mallopt(M_TRIM_THRESHOLD, INT_MAX);
+            heap_only = true;
+        }
+        return aligned_alloc(64, bytes);
+    }
 #ifdef USE_CUDA
     void *p = NULL;
     if (cudaMalloc(&p, bytes) != cudaSuccess) { (void)cudaGetLastError(); return NULL; }
@@ -115,7 +130,7 @@ void *dev_alloc(Device dev, size_t bytes) {
     Pool *pool = &pools[dev];
     size_t rb = round_bytes(bytes);
     void *p = NULL;
-    for (int i = pool->n_free - 1; i >= 0 && !p; i--) {
+    for (int i = pool->n_free - 1; i >= 0 && !p; i--) {   // (the CPU's free list is always empty)
         if (pool->free[i].bytes == rb) {
             p = pool->free[i].ptr;
             pool->free[i] = pool->free[--pool->n_free];
@@ -142,6 +157,8 @@ void dev_free(Device dev, void *ptr, size_t bytes) {
     if (!ptr) return;
     Pool *pool = &pools[dev];
     size_t rb = round_bytes(bytes);
+    pool->in_use -= rb;
+    if (dev == DEV_CPU) { system_free(dev, ptr); return; }
     if (pool->n_free == pool->cap_free) {
         pool->cap_free = pool->cap_free ? 2 * pool->cap_free : 64;
         Block *grown = realloc(pool->free, (size_t)pool->cap_free * sizeof(Block));
@@ -149,7 +166,6 @@ void dev_free(Device dev, void *ptr, size_t bytes) {
         pool->free = grown;
     }
     pool->free[pool->n_free++] = (Block){rb, ptr};
-    pool->in_use -= rb;
     pool->cached += rb;
 }
 

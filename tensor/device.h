@@ -1,6 +1,7 @@
-// device.h - memory on the CPU or the CUDA device, through one caching pool; copies; batch uploads.
-// Freed blocks are kept in per-size free lists and handed out again, so a training step whose shapes repeat
-// allocates nothing after its first iteration (no malloc / cudaMalloc in the steady state).
+// device.h - memory on the CPU or the CUDA device; copies; batch uploads.
+// CUDA: freed blocks are kept in per-size free lists and handed out again, so a training step whose shapes repeat
+// allocates nothing after its first iteration (no cudaMalloc in the steady state). CPU: blocks come from malloc's
+// heap and go back to it (no mmap, no trimming), which reuses the same memory each step without page faults.
 // This file and tensor/device.c are the only place in tensor/ that knows CUDA exists (behind USE_CUDA).
 //
 // Ordering: all device work (kernels, cuBLAS, the copies below) is queued on one stream, CUDA's legacy default
@@ -25,14 +26,14 @@ typedef enum { DEV_CPU = 0, DEV_CUDA = 1 } Device;
 const char *device_name(Device dev);   // "cpu" or "cuda"
 
 void *dev_alloc(Device dev, size_t bytes);                     // never NULL: exits with a message on failure
-void dev_free(Device dev, void *ptr, size_t bytes);            // back to the pool (bytes as asked)
+void dev_free(Device dev, void *ptr, size_t bytes);            // back to the pool or heap (bytes as asked)
 void dev_copy(void *dst, Device dst_dev, const void *src, Device src_dev, size_t bytes);
 void dev_zero(Device dev, void *ptr, size_t bytes);
 // Returns every cached block, the staging memory and the upload stream to the system (waits for the device
 // first). Also registered with atexit; safe after CUDA's own exit handler has run (the driver frees it all then).
 void dev_pool_release(void);
 size_t dev_pool_in_use(Device dev);                            // bytes handed out and not yet freed
-size_t dev_pool_cached(Device dev);                            // bytes held in free lists
+size_t dev_pool_cached(Device dev);                            // bytes held in free lists (CPU: 0)
 // Peaks since the start or the last reset: the most bytes handed out at once, and the most held from the system
 // at once (handed out + cached; what torch.cuda.max_memory_allocated / max_memory_reserved count for PyTorch).
 size_t dev_pool_peak_in_use(Device dev);
