@@ -377,9 +377,7 @@ void amdim_adam_init(Adam *opt, const Amdim *m, float lr) {
 // residual unit: out = conv1x1(relu(conv_kxk,s(x))) + channel_pad(avgpool_k,s(x))
 static Tensor *residual_unit(const Block *b, Tensor *x) {
     Tensor *h = op_conv2d_relu(x, b->w1, NULL, b->stride, 0);
-    Tensor *shortcut = (b->k == 1 && b->stride == 1) ? x : op_avgpool2d(x, b->k, b->stride);
-    if (b->cout > b->cin) shortcut = op_channel_pad(shortcut, b->cout);
-    return op_conv2d_add(h, b->w2, NULL, 1, 0, shortcut);
+    return op_conv2d_add_shortcut(h, b->w2, NULL, 1, 0, x, b->k, b->stride);   // + avgpool(x), zero channels appended
 }
 
 static Tensor *run_block(const Block *b, Tensor *x, bool training) {

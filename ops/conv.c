@@ -397,8 +397,42 @@ void channel_pad_backward_cpu(float *dx, const float *dout, int N, int C, int Co
 // convolution leaves one tensor on the tape where there were two or three, which is most of what a residual
 // encoder keeps for backward. The CPU kernel applies the epilogue to each group of images right after its GEMM, while
 // the result is in cache; the CUDA kernel runs the elementwise kernels after the convolution.
-// in: x, w, b, residual (b and residual may be NULL)
-typedef struct { int N, C, H, W, Co, K, stride, pad; bool relu; } ConvArgs;
+// A residual unit's shortcut as the residual: s (N, Cs, Hs, Ws) average-pooled by k with stride `stride` (k = 1,
+// stride 1: s itself), with zero channels appended up to the output's Co. It is made for the epilogue and freed at
+// once; the backward pools the output's gradient back. Neither the pooled nor the padded map stays alive until the
+// backward (at cifar-small batch 128 they were 6% of the tensors alive at the peak).
+typedef struct { int k, stride, C, H, W; } Shortcut;
+
+// in: x, w, b, residual (b and residual may be NULL); residual is the shortcut's input s when sc.k > 0
+typedef struct { int N, C, H, W, Co, K, stride, pad; bool relu; Shortcut sc; } ConvArgs;
+
+// the shortcut's map in the output's shape (N, Co, P), from the device's pool; the caller frees it
+static float *shortcut_forward(const Tensor *s, Shortcut sc, int Co, long P) {
+    Device dev = s->device;
+    int N = s->shape[0];
+    const float *src = s->data;
+    float *pooled = NULL;
+    if (sc.k != 1 || sc.stride != 1) {
+        pooled = dev_alloc(dev, (size_t)N * sc.C * P * sizeof(float));
+        KERNEL(dev, avgpool2d_forward)(pooled, s->data, N, sc.C, sc.H, sc.W, sc.k, sc.stride);
+        src = pooled;
+    }
+    float *padded = dev_alloc(dev, (size_t)N * Co * P * sizeof(float));
+    KERNEL(dev, channel_pad_forward)(padded, src, N, sc.C, Co, (int)P);
+    dev_free(dev, pooled, (size_t)N * sc.C * P * sizeof(float));
+    return padded;
+}
+
+// ds += the shortcut's share of dz (N, Co, P): its first Cs channels, pooled back
+static void shortcut_backward(float *ds, const float *dz, Device dev, int N, Shortcut sc, int Co, long P) {
+    if (sc.k == 1 && sc.stride == 1) { KERNEL(dev, channel_pad_backward)(ds, dz, N, sc.C, Co, (int)P); return; }
+    size_t bytes = (size_t)N * sc.C * P * sizeof(float);
+    float *dpooled = dev_alloc(dev, bytes);
+    dev_zero(dev, dpooled, bytes);
+    KERNEL(dev, channel_pad_backward)(dpooled, dz, N, sc.C, Co, (int)P);
+    KERNEL(dev, avgpool2d_backward)(ds, dpooled, N, sc.C, sc.H, sc.W, sc.k, sc.stride);
+    dev_free(dev, dpooled, bytes);
+}
 
 static void conv2d_backward_node(Node *n) {
     Tensor *x = n->in[0], *w = n->in[1], *out = n->out;
@@ -407,13 +441,15 @@ static void conv2d_backward_node(Node *n) {
     if (a->relu) KERNEL(out->device, relu_mask)(out->grad, out->data, out->numel);
     const float *dz = out->grad;  // now d(loss)/d(conv(x) + b + residual)
     float *dres = input_grad(n, 3);
-    if (dres) KERNEL(out->device, axpy)(dres, dz, 1.0f, out->numel);
+    if (dres && a->sc.k) shortcut_backward(dres, dz, out->device, a->N, a->sc, a->Co, out->numel / ((long)a->N * a->Co));
+    else if (dres) KERNEL(out->device, axpy)(dres, dz, 1.0f, out->numel);
     KERNEL(x->device, conv2d_backward)(input_grad(n, 0), input_grad(n, 1), input_grad(n, 2), dz, x->data, w->data,
                                        a->N, a->C, a->H, a->W, a->Co, a->K, a->stride, a->pad);
 }
 
+// sc: NULL, or how `residual` becomes the residual (see Shortcut)
 static Tensor *conv2d_fused(const char *name, Tensor *x, Tensor *w, Tensor *b, int stride, int pad,
-                            Tensor *residual, bool relu) {
+                            Tensor *residual, const Shortcut *sc, bool relu) {
     CHECK(x->ndim == 4, "%s: x must be (N, C, H, W), got %d dims", name, x->ndim);
     CHECK(w->ndim == 4 && w->shape[2] == w->shape[3], "%s: w must be (Co, C, K, K)", name);
     int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Co = w->shape[0], K = w->shape[2];
@@ -426,27 +462,55 @@ static Tensor *conv2d_fused(const char *name, Tensor *x, Tensor *w, Tensor *b, i
           "%s: operands on different devices", name);
     int Ho = (H + 2 * pad - K) / stride + 1, Wo = (W + 2 * pad - K) / stride + 1;
     Tensor *out = tape_tensor(x->device, SHAPE(N, Co, Ho, Wo));
-    CHECK(!residual || tensor_same_shape(residual, out), "%s: residual shape differs from the (%d, %d, %d, %d) output",
-          name, N, Co, Ho, Wo);
-    KERNEL(x->device, conv2d_forward)(out->data, x->data, w->data, b ? b->data : NULL,
-                                      residual ? residual->data : NULL, relu, N, C, H, W, Co, K, stride, pad);
+    long P = (long)Ho * Wo;
+    const float *res = residual ? residual->data : NULL;
+    float *made = NULL;
+    if (sc) {
+        made = shortcut_forward(residual, *sc, Co, P);
+        res = made;
+    } else {
+        CHECK(!residual || tensor_same_shape(residual, out),
+              "%s: residual shape differs from the (%d, %d, %d, %d) output", name, N, Co, Ho, Wo);
+    }
+    KERNEL(x->device, conv2d_forward)(out->data, x->data, w->data, b ? b->data : NULL, res, relu, N, C, H, W, Co, K,
+                                      stride, pad);
+    dev_free(x->device, made, (size_t)out->numel * sizeof(float));
     Tensor *in[4] = {x, w, b, residual};
-    ConvArgs args = {.N = N, .C = C, .H = H, .W = W, .Co = Co, .K = K, .stride = stride, .pad = pad, .relu = relu};
+    ConvArgs args = {.N = N, .C = C, .H = H, .W = W, .Co = Co, .K = K, .stride = stride, .pad = pad, .relu = relu,
+                     .sc = sc ? *sc : (Shortcut){0}};
     Node *n = tape_record(name, conv2d_backward_node, out, 4, in, &args, sizeof args);
     if (n) n->flops = 2.0 * N * Co * Ho * Wo * C * K * K;   // the GEMM's multiply-adds; the epilogue is not counted
     return out;
 }
 
 Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *b, int stride, int pad) {
-    return conv2d_fused("conv2d", x, w, b, stride, pad, NULL, false);
+    return conv2d_fused("conv2d", x, w, b, stride, pad, NULL, NULL, false);
 }
 
 Tensor *op_conv2d_relu(Tensor *x, Tensor *w, Tensor *b, int stride, int pad) {
-    return conv2d_fused("conv2d_relu", x, w, b, stride, pad, NULL, true);
+    return conv2d_fused("conv2d_relu", x, w, b, stride, pad, NULL, NULL, true);
 }
 
 Tensor *op_conv2d_add(Tensor *x, Tensor *w, Tensor *b, int stride, int pad, Tensor *residual) {
-    return conv2d_fused("conv2d_add", x, w, b, stride, pad, residual, false);
+    return conv2d_fused("conv2d_add", x, w, b, stride, pad, residual, NULL, false);
+}
+
+Tensor *op_conv2d_add_shortcut(Tensor *x, Tensor *w, Tensor *b, int stride, int pad, Tensor *s, int k,
+                               int s_stride) {
+    CHECK(x->ndim == 4 && w->ndim == 4, "conv2d_add_shortcut: x and w must be 4-d");
+    CHECK(s->ndim == 4 && s->shape[0] == x->shape[0], "conv2d_add_shortcut: s must be (N, C, H, W) with x's N = %d",
+          x->shape[0]);
+    CHECK(k >= 1 && s_stride >= 1 && s->shape[2] >= k && s->shape[3] >= k,
+          "conv2d_add_shortcut: pooling window %d (stride %d) does not fit the %dx%d shortcut", k, s_stride,
+          s->shape[2], s->shape[3]);
+    Shortcut sc = {.k = k, .stride = s_stride, .C = s->shape[1], .H = s->shape[2], .W = s->shape[3]};
+    int Hs = (sc.H - k) / s_stride + 1, Ws = (sc.W - k) / s_stride + 1;
+    int Ho = (x->shape[2] + 2 * pad - w->shape[2]) / stride + 1, Wo = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
+    CHECK(Hs == Ho && Ws == Wo && sc.C <= w->shape[0],
+          "conv2d_add_shortcut: the shortcut pools to (%d, %d, %d), the output is (%d, %d, %d)", sc.C, Hs, Ws,
+          w->shape[0], Ho, Wo);
+    if (k == 1 && s_stride == 1 && sc.C == w->shape[0]) return op_conv2d_add(x, w, b, stride, pad, s);
+    return conv2d_fused("conv2d_add_shortcut", x, w, b, stride, pad, s, &sc, false);
 }
 
 typedef struct { int N, C, H, W, K, stride; } PoolArgs;

@@ -30,6 +30,9 @@ Tensor *op_conv2d(Tensor *x, Tensor *w, Tensor *b, int stride, int pad);  // b m
 // the same convolution with its epilogue fused (one tape tensor instead of two): relu(conv(x) + b), conv(x) + b + r
 Tensor *op_conv2d_relu(Tensor *x, Tensor *w, Tensor *b, int stride, int pad);
 Tensor *op_conv2d_add(Tensor *x, Tensor *w, Tensor *b, int stride, int pad, Tensor *residual);  // r: output's shape
+// conv(x) + b + shortcut(s): s (N, Cs, Hs, Ws) average-pooled by k with stride s_stride, zero channels appended up
+// to Co (a residual unit whose width or size changes); neither the pooled nor the padded s is kept for backward
+Tensor *op_conv2d_add_shortcut(Tensor *x, Tensor *w, Tensor *b, int stride, int pad, Tensor *s, int k, int s_stride);
 Tensor *op_avgpool2d(Tensor *x, int k, int stride);
 Tensor *op_reflect_pad2d(Tensor *x, int pad);
 Tensor *op_channel_pad(Tensor *x, int channels_out);  // x: (N, C, H, W) -> (N, Co, H, W)

@@ -302,6 +302,10 @@ static Tensor *build_conv_fused(Tensor **in, void *ctx) {  // stride 2, pad 1
     return *(bool *)ctx ? op_conv2d_relu(in[0], in[1], in[2], 2, 1) : op_conv2d_add(in[0], in[1], in[2], 2, 1, in[3]);
 }
 
+static Tensor *build_conv_shortcut(Tensor **in, void *ctx) {  // stride 2, pad 1; shortcut avgpool 2/2
+    return op_conv2d_add_shortcut(in[0], in[1], in[2], 2, 1, in[3], 2, 2);
+}
+
 static int compare_conv(const char *name, Rng *rng, int N, int C, int H, int Co, int K, ConvCase c) {
     Tensor *in[3] = {test_tensor(rng, true, -1, 1, SHAPE(N, C, H, H)),
                      test_tensor(rng, true, -1, 1, SHAPE(Co, C, K, K)), test_tensor(rng, true, -1, 1, SHAPE(Co))};
@@ -334,6 +338,13 @@ static int gpu_conv(void) {
     fails += compare_devices("conv2d_relu k3 s2 p1", build_conv_fused, &relu, in, XWBR, 3, TOL_GEMM);
     fails += compare_devices("conv2d_add k3 s2 p1", build_conv_fused, &add, in, XWBR, 4, TOL_GEMM);
     for (int k = 0; k < 4; k++) tensor_free(in[k]);
+    // a residual unit's shortcut: s (2, 3, 10, 10) average-pooled 2/2 to 5x5, 3 -> 4 channels
+    Tensor *sc[4] = {test_tensor(&rng, true, -1, 1, SHAPE(2, 3, 9, 9)), test_tensor(&rng, true, -1, 1, SHAPE(4, 3, 3, 3)),
+                     test_tensor(&rng, true, -1, 1, SHAPE(4)), test_tensor(&rng, true, -1, 1, SHAPE(2, 3, 10, 10))};
+    static const char *const XWBS[] = {"x", "w", "b", "s"};
+    fails += compare_devices("conv2d_add_shortcut k3 s2 p1, avgpool 2/2, 3 -> 4 channels", build_conv_shortcut, NULL, sc,
+                             XWBS, 4, TOL_GEMM);
+    for (int k = 0; k < 4; k++) tensor_free(sc[k]);
 #ifdef USE_CUDA
     // a workspace of two images: chunks of 2, 2 and 1 images (the last one ragged)
     long keep = conv_cuda_workspace_limit();

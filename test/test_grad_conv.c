@@ -194,6 +194,63 @@ static int grad_conv_fused(void) {
     return fails;
 }
 
+// ---- conv2d + a residual unit's shortcut: conv(x) + b + channel_pad(avgpool(s)) ----
+typedef struct { int k, stride; } ShortcutCase;
+
+static Tensor *build_conv_shortcut(Tensor **in, void *ctx) {
+    ShortcutCase *c = ctx;
+    return op_conv2d_add_shortcut(in[0], in[1], in[2], 1, 0, in[3], c->k, c->stride);
+}
+
+static Tensor *build_conv_shortcut_unfused(Tensor **in, void *ctx) {
+    ShortcutCase *c = ctx;
+    Tensor *pooled = c->k == 1 && c->stride == 1 ? in[3] : op_avgpool2d(in[3], c->k, c->stride);
+    return op_conv2d_add(in[0], in[1], in[2], 1, 0, op_channel_pad(pooled, in[1]->shape[0]));
+}
+
+// s (2, 3, 6, 6) pooled to the output of a 1x1 conv on x (2, 4, Hs, Hs) with 5 channels: pooling and padding,
+// padding alone, pooling alone (Co = Cs), and against the ops it replaces (the same float operations)
+static int grad_conv_shortcut(void) {
+    Rng rng;
+    rng_seed(&rng, 23);
+    int fails = 0;
+    const struct { ShortcutCase c; int Co; } cases[] = {{{2, 2}, 5}, {{1, 1}, 5}, {{3, 1}, 3}, {{3, 2}, 4}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ShortcutCase c = cases[i].c;
+        int Hs = (6 - c.k) / c.stride + 1, Co = cases[i].Co;
+        Tensor *in[4] = {test_tensor(&rng, true, -1, 1, SHAPE(2, 4, Hs, Hs)),
+                         test_tensor(&rng, true, -1, 1, SHAPE(Co, 4, 1, 1)), test_tensor(&rng, true, -1, 1, SHAPE(Co)),
+                         test_tensor(&rng, true, -1, 1, SHAPE(2, 3, 6, 6))};
+        char name[96];
+        snprintf(name, sizeof name, "conv2d_add_shortcut: avgpool k%d s%d, 3 -> %d channels", c.k, c.stride, Co);
+        fails += gradcheck(name, build_conv_shortcut, &c, in, 4, TOL);
+        float *want[5], *got[5];
+        for (int pass = 0; pass < 2; pass++) {
+            for (int k = 0; k < 4; k++) tensor_zero_grad(in[k]);
+            Tensor *out = (pass ? build_conv_shortcut : build_conv_shortcut_unfused)(in, &c);
+            backward(op_sum(op_mul(out, out), -1));
+            float **dst = pass ? got : want;
+            dst[0] = malloc(sizeof(float) * out->numel);
+            memcpy(dst[0], out->data, sizeof(float) * out->numel);
+            for (int k = 0; k < 4; k++) {
+                dst[k + 1] = malloc(sizeof(float) * in[k]->numel);
+                memcpy(dst[k + 1], in[k]->grad, sizeof(float) * in[k]->numel);
+            }
+            tape_clear();
+        }
+        const char *names[] = {"out", "dx", "dw", "db", "ds"};
+        long sizes[] = {2L * Co * Hs * Hs, in[0]->numel, in[1]->numel, in[2]->numel, in[3]->numel};
+        for (int k = 0; k <= 4; k++) {
+            snprintf(name, sizeof name, "conv2d_add_shortcut k%d s%d -> %d: == unfused %s", c.k, c.stride, Co, names[k]);
+            fails += check_close(name, got[k], want[k], sizes[k], 0, 0);
+            free(got[k]);
+            free(want[k]);
+        }
+        free_all(in, 4);
+    }
+    return fails;
+}
+
 // the fused ops against the ops they replace: equal outputs and equal gradients (the same float operations).
 // Shapes: one thread walks groups of several images; threads split the batch (groups of 2, then one image each).
 static int conv_fused_vs_unfused(void) {
@@ -663,6 +720,7 @@ void register_grad_conv_tests(void) {
     test_register("grad", "linear with and without bias", grad_linear);
     test_register("grad", "conv2d edge cases", grad_conv);
     test_register("grad", "conv2d with fused relu / residual add", grad_conv_fused);
+    test_register("grad", "conv2d + pooled, padded shortcut (and == the ops it replaces)", grad_conv_shortcut);
     test_register("grad", "avgpool, reflect pad, channel pad", grad_spatial);
     test_register("grad", "batchnorm train and eval", grad_batchnorm);
     test_register("grad", "CPC: patch grid, masked context conv", grad_cpc_pieces);
