@@ -140,6 +140,12 @@ static void group_add_to_batch(float *dx, const float *grp, int G, int C, long P
 // in backward; otherwise one thread walks the groups and each GEMM uses all threads. 128 columns rather than 256
 // split batch 32's 3x3 maps too: forward +4-5% (tiny), +2-4% (cifar-small), training +0-2%, in interleaved runs.
 #define CONV_SPLIT_MIN_COLS 128L
+// In backward each thread of a split sums its own dw part (Co, C*K*K), zeroed first and added up after: passes over
+// memory that the split's smaller GEMMs must pay for. With more than this many dw floats per column of a thread, one
+// thread walks the groups instead (cifar-small's 3x3 on 5x5 maps, batch 64: 288 columns per thread for a 2.4M-float
+// dw, backward 23.8-28.4 -> 23.9-25.7 ms over 5 interleaved pairs, 0.70-0.75 -> 0.82-0.85 of sgemm on its shapes;
+// the shapes that keep splitting measured no better unsplit).
+#define CONV_SPLIT_MAX_DW_PER_COL 4096L
 typedef struct { int G, threads; } ConvPlan;
 
 static ConvPlan conv_plan(int N, long ckk, long P) {
@@ -238,6 +244,8 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
         return;
     }
     ConvPlan plan = conv_plan(N, ckk, P);
+    if (dw && plan.threads > 1 && Co * ckk > CONV_SPLIT_MAX_DW_PER_COL * (N / plan.threads) * P)
+        plan = (ConvPlan){conv_group_size(N, ckk, P), 1};  // dw parts too big for the columns they would save
     bool own_dw = dw && plan.threads > 1;  // per-thread dw partial sums
     long per_thread = (ckk + Co) * plan.G * P + (own_dw ? Co * ckk : 0);
     float *ws = conv_workspace((size_t)(per_thread * plan.threads) * sizeof(float));
