@@ -287,63 +287,85 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
     }
 }
 
-// Pooling is separable: a K x K window sum is K row sums of K-column sums. Each output row first adds its K input
-// rows into one row buffer (contiguous, vectorised), then sums K neighbours of that buffer: 2K adds per output
-// instead of K^2. One thread per (image, channel) plane, in a fixed order.
+// Pooling is separable: a K x K window sum is K-column sums added K at a time. The maps are small (3x3 to 30x30), so
+// loops over one output row would run 1-14 iterations; instead a chunk of whole planes, contiguous in memory, is
+// treated as one flat array z: colsum[q] = z[q] + z[q + W] + ... (K rows), win[q] = colsum[q] + ... + colsum[q + K - 1],
+// both long vectorised loops over q, and an output is win at its window's top-left corner. Positions whose window
+// would cross a row or plane edge are computed and never read. Every output is summed in the same order as a loop
+// over its window's columns of row sums, in any chunking. One thread per chunk.
+#define POOL_CHUNK_FLOATS 4096L  // a chunk's colsum and win stay in L1/L2
+
+typedef struct { long planes_per_chunk, chunks, span; } PoolChunks;
+
+static PoolChunks pool_chunks(long planes, int H, int W) {
+    long hw = (long)H * W, per = POOL_CHUNK_FLOATS / hw;
+    if (per < 1) per = 1;
+    return (PoolChunks){per, (planes + per - 1) / per, per * hw};
+}
 
 // out: (N, C, Ho, Wo) mean of each K x K window; x: (N, C, H, W)
 void avgpool2d_forward_cpu(float *out, const float *x, int N, int C, int H, int W, int K, int stride) {
-    int Ho = (H - K) / stride + 1, Wo = (W - K) / stride + 1, span = (Wo - 1) * stride + K;  // input columns used
-    long planes = (long)N * C;
+    int Ho = (H - K) / stride + 1, Wo = (W - K) / stride + 1;
+    long planes = (long)N * C, hw = (long)H * W;
     float inv_area = 1.0f / (float)(K * K);
-    #pragma omp parallel if (planes * Ho * Wo * K * K > PARALLEL_MIN_WORK)
+    PoolChunks pc = pool_chunks(planes, H, W);
+    #pragma omp parallel if (planes * hw * 2 * K > PARALLEL_MIN_WORK)
     {
-        float *colsum = xmalloc((size_t)span * sizeof(float));  // colsum[w]: x summed over the window's K rows
+        float *colsum = xmalloc((size_t)pc.span * sizeof(float)), *win = xmalloc((size_t)pc.span * sizeof(float));
         #pragma omp for
-        for (long p = 0; p < planes; p++) {
-            const float *xp = x + p * H * W;
-            float *op = out + p * Ho * Wo;
-            for (int oh = 0; oh < Ho; oh++) {
-                const float *row = xp + (long)oh * stride * W;
-                for (int w = 0; w < span; w++) colsum[w] = row[w];
-                for (int i = 1; i < K; i++)
-                    for (int w = 0; w < span; w++) colsum[w] += row[(long)i * W + w];
-                for (int ow = 0; ow < Wo; ow++) {
-                    float sum = 0.0f;
-                    for (int j = 0; j < K; j++) sum += colsum[ow * stride + j];
-                    op[oh * Wo + ow] = sum * inv_area;
-                }
+        for (long ch = 0; ch < pc.chunks; ch++) {
+            long p0 = ch * pc.planes_per_chunk, np = planes - p0 < pc.planes_per_chunk ? planes - p0 : pc.planes_per_chunk;
+            const float *z = x + p0 * hw;
+            long L = np * hw, Lc = L - (long)(K - 1) * W, Lw = Lc - (K - 1);  // valid lengths of colsum, win
+            for (long q = 0; q < Lc; q++) colsum[q] = z[q];
+            for (int i = 1; i < K; i++)
+                for (long q = 0; q < Lc; q++) colsum[q] += z[q + (long)i * W];
+            for (long q = 0; q < Lw; q++) win[q] = colsum[q];
+            for (int j = 1; j < K; j++)
+                for (long q = 0; q < Lw; q++) win[q] += colsum[q + j];
+            for (long p = 0; p < np; p++) {
+                float *op = out + (p0 + p) * Ho * Wo;
+                const float *wp = win + p * hw;
+                for (int oh = 0; oh < Ho; oh++)
+                    for (int ow = 0; ow < Wo; ow++) op[oh * Wo + ow] = wp[(long)oh * stride * W + ow * stride] * inv_area;
             }
         }
         free(colsum);
+        free(win);
     }
 }
 
-// dx += dout / K^2 over each window; overlapping windows (stride < K) add up
+// dx += dout / K^2 over each window; overlapping windows (stride < K) add up. The transpose of the forward, chunk by
+// chunk: spread each output's share at its window's corner, add it to the window's K columns, then to its K rows.
 void avgpool2d_backward_cpu(float *dx, const float *dout, int N, int C, int H, int W, int K, int stride) {
-    int Ho = (H - K) / stride + 1, Wo = (W - K) / stride + 1, span = (Wo - 1) * stride + K;
-    long planes = (long)N * C;
+    int Ho = (H - K) / stride + 1, Wo = (W - K) / stride + 1;
+    long planes = (long)N * C, hw = (long)H * W;
     float inv_area = 1.0f / (float)(K * K);
-    #pragma omp parallel if (planes * Ho * Wo * K * K > PARALLEL_MIN_WORK)
+    PoolChunks pc = pool_chunks(planes, H, W);
+    #pragma omp parallel if (planes * hw * 2 * K > PARALLEL_MIN_WORK)
     {
-        float *spread = xmalloc((size_t)span * sizeof(float));  // spread[w]: what each of the K rows receives
+        float *corner = xmalloc((size_t)pc.span * sizeof(float)), *colsum = xmalloc((size_t)pc.span * sizeof(float));
         #pragma omp for
-        for (long p = 0; p < planes; p++) {
-            float *dxp = dx + p * H * W;
-            const float *dp = dout + p * Ho * Wo;
-            for (int oh = 0; oh < Ho; oh++) {
-                memset(spread, 0, (size_t)span * sizeof(float));
-                for (int ow = 0; ow < Wo; ow++) {
-                    float d = dp[oh * Wo + ow] * inv_area;
-                    for (int j = 0; j < K; j++) spread[ow * stride + j] += d;
-                }
-                for (int i = 0; i < K; i++) {
-                    float *row = dxp + (long)(oh * stride + i) * W;
-                    for (int w = 0; w < span; w++) row[w] += spread[w];
-                }
+        for (long ch = 0; ch < pc.chunks; ch++) {
+            long p0 = ch * pc.planes_per_chunk, np = planes - p0 < pc.planes_per_chunk ? planes - p0 : pc.planes_per_chunk;
+            float *z = dx + p0 * hw;
+            long L = np * hw, Lc = L - (long)(K - 1) * W, Lw = Lc - (K - 1);
+            memset(corner, 0, (size_t)Lw * sizeof(float));
+            for (long p = 0; p < np; p++) {
+                const float *dp = dout + (p0 + p) * Ho * Wo;
+                float *cp = corner + p * hw;
+                for (int oh = 0; oh < Ho; oh++)
+                    for (int ow = 0; ow < Wo; ow++) cp[(long)oh * stride * W + ow * stride] = dp[oh * Wo + ow] * inv_area;
             }
+            // colsum[q] = sum over j < K of corner[q - j]: what column q of a window row receives
+            memset(colsum, 0, (size_t)Lc * sizeof(float));
+            for (int j = 0; j < K; j++)
+                for (long q = 0; q < Lw; q++) colsum[q + j] += corner[q];
+            for (int i = 0; i < K; i++)
+                for (long q = 0; q < Lc; q++) z[q + (long)i * W] += colsum[q];
         }
-        free(spread);
+        free(corner);
+        free(colsum);
     }
 }
 

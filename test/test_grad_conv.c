@@ -587,6 +587,47 @@ static int spatial_forward_by_hand(void) {
     return f;
 }
 
+// The pooling kernels work on chunks of whole planes as one flat array (conv.c): shapes with several chunks, a
+// partial last chunk, planes bigger than a chunk and leftover rows/columns, against a loop over each window.
+static int avgpool_vs_direct_loops(void) {
+    const struct { int N, C, H, W, K, stride; } cases[] = {
+        {3, 7, 30, 30, 4, 2}, {2, 40, 5, 5, 3, 1}, {1, 300, 3, 3, 3, 1}, {2, 3, 70, 66, 3, 2}, {2, 9, 14, 13, 2, 2},
+        {1, 5, 9, 11, 4, 3}};
+    Rng rng;
+    rng_seed(&rng, 23);
+    int fails = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int N = cases[c].N, C = cases[c].C, H = cases[c].H, W = cases[c].W, K = cases[c].K, s = cases[c].stride;
+        int Ho = (H - K) / s + 1, Wo = (W - K) / s + 1;
+        long n_in = (long)N * C * H * W, n_out = (long)N * C * Ho * Wo;
+        float *x = xmalloc((size_t)n_in * sizeof(float)), *dout = xmalloc((size_t)n_out * sizeof(float));
+        float *out = xmalloc((size_t)n_out * sizeof(float)), *want = xmalloc((size_t)n_out * sizeof(float));
+        float *dx = xmalloc((size_t)n_in * sizeof(float)), *want_dx = xmalloc((size_t)n_in * sizeof(float));
+        for (long i = 0; i < n_in; i++) x[i] = dx[i] = want_dx[i] = rng_uniform(&rng) - 0.5f;  // dx accumulates
+        for (long i = 0; i < n_out; i++) dout[i] = rng_uniform(&rng) - 0.5f;
+        for (long pl = 0; pl < (long)N * C; pl++)
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    double sum = 0;
+                    for (int i = 0; i < K; i++)
+                        for (int j = 0; j < K; j++) sum += x[(pl * H + oh * s + i) * W + ow * s + j];
+                    want[(pl * Ho + oh) * Wo + ow] = (float)(sum / (K * K));
+                    float share = dout[(pl * Ho + oh) * Wo + ow] / (float)(K * K);
+                    for (int i = 0; i < K; i++)
+                        for (int j = 0; j < K; j++) want_dx[(pl * H + oh * s + i) * W + ow * s + j] += share;
+                }
+        avgpool2d_forward_cpu(out, x, N, C, H, W, K, s);
+        avgpool2d_backward_cpu(dx, dout, N, C, H, W, K, s);
+        char name[96];
+        snprintf(name, sizeof name, "avgpool k%d s%d on (%d, %d, %d, %d): forward", K, s, N, C, H, W);
+        fails += check_close(name, out, want, n_out, 1e-6, 1e-5);
+        snprintf(name, sizeof name, "avgpool k%d s%d on (%d, %d, %d, %d): backward", K, s, N, C, H, W);
+        fails += check_close(name, dx, want_dx, n_in, 1e-6, 1e-5);
+        free(x); free(dout); free(out); free(want); free(dx); free(want_dx);
+    }
+    return fails;
+}
+
 // ---- CPC's pieces: the patch grid, and a conv whose weight is masked ----
 typedef struct { int P, stride; } PatchCtx;
 static Tensor *build_patches(Tensor **in, void *ctx) {
@@ -732,5 +773,6 @@ void register_grad_conv_tests(void) {
     test_register("forward", "conv2d backward is deterministic", conv_backward_deterministic);
     test_register("forward", "conv2d inside another parallel region", conv_inside_parallel_region);
     test_register("forward", "avgpool, reflect pad, channel pad by hand", spatial_forward_by_hand);
+    test_register("forward", "avgpool forward and backward against loops over each window", avgpool_vs_direct_loops);
     test_register("forward", "batchnorm output and running stats by hand", batchnorm_forward_by_hand);
 }
