@@ -148,10 +148,12 @@ static void group_add_to_batch(float *dx, const float *grp, int G, int C, long P
 #define CONV_SPLIT_MAX_DW_PER_COL 4096L
 typedef struct { int G, threads; } ConvPlan;
 
-static ConvPlan conv_plan(int N, long ckk, long P) {
+// dw_floats: the size of the weight gradient each thread of a split would sum on its own (0 in forward)
+static ConvPlan conv_plan(int N, long ckk, long P, long dw_floats) {
     int T = engine_threads();
     ConvPlan p = {conv_group_size(N, ckk, P), 1};
-    if (T > 1 && (long)(N / T) * P >= CONV_SPLIT_MIN_COLS) {
+    long cols = T > 1 ? (long)(N / T) * P : 0;  // a thread's output columns
+    if (T > 1 && cols >= CONV_SPLIT_MIN_COLS && dw_floats <= CONV_SPLIT_MAX_DW_PER_COL * cols) {
         int share = (N + T - 1) / T, groups = (share + p.G - 1) / p.G;
         p.G = (share + groups - 1) / groups;  // equal groups within the busiest share
         p.threads = T;
@@ -206,7 +208,7 @@ void conv2d_forward_cpu(float *out, const float *x, const float *w, const float 
         gemm_cpu(false, true, N, Co, (int)ckk, 1.0f, x, w, 0.0f, out);  // (N, Co) = x (N, C*K*K) w^T
         conv_epilogue(out, NULL, b, residual, relu, N, Co, 1);
     } else {
-        ConvPlan plan = conv_plan(N, ckk, P);
+        ConvPlan plan = conv_plan(N, ckk, P, 0);
         long per_thread = (ckk + Co) * plan.G * P;  // column buffer + output in group layout
         float *ws = conv_workspace((size_t)(per_thread * plan.threads) * sizeof(float));
         #pragma omp parallel num_threads(plan.threads) if (plan.threads > 1)
@@ -243,9 +245,7 @@ void conv2d_backward_cpu(float *dx, float *dw, float *db, const float *dout, con
         if (dx) gemm_cpu(false, false, N, (int)ckk, Co, 1.0f, dout, w, 1.0f, dx);  // (N, C*K*K) += dout w
         return;
     }
-    ConvPlan plan = conv_plan(N, ckk, P);
-    if (dw && plan.threads > 1 && Co * ckk > CONV_SPLIT_MAX_DW_PER_COL * (N / plan.threads) * P)
-        plan = (ConvPlan){conv_group_size(N, ckk, P), 1};  // dw parts too big for the columns they would save
+    ConvPlan plan = conv_plan(N, ckk, P, dw ? Co * ckk : 0);
     bool own_dw = dw && plan.threads > 1;  // per-thread dw partial sums
     long per_thread = (ckk + Co) * plan.G * P + (own_dw ? Co * ckk : 0);
     float *ws = conv_workspace((size_t)(per_thread * plan.threads) * sizeof(float));
