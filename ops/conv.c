@@ -10,6 +10,7 @@
 // on x itself, and in between the group's columns are a plain channel-major copy.
 #include "conv.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,10 +35,31 @@ static int conv_group_size(int N, long ckk, long P) {
     return g < 1 ? 1 : (int)g;
 }
 
-// col: (C*K*K, G*P), row (c, ki, kj), column g*P + oh*Wo + ow; x: G images (C, H, W); zero outside the image
+// col: (C*K*K, G*P), row (c, ki, kj), column g*P + oh*Wo + ow; x: G images (C, H, W); zero outside the image.
+// Unpadded on small output maps (Wo < 8: the model's 7x7 maps and below): every column j reads x at
+// at[j] + (c*H + ki)*W + kj, so with the offsets at[] of the window corners computed once, each row is one gather
+// loop over all G*P columns instead of G*Ho loops of 1-7 floats, which had cost as much as the GEMM. Rows of 8+
+// floats copy faster as rows.
+static void gather(float *restrict dst, const float *restrict src, const int *restrict at, long n) {
+    for (long j = 0; j < n; j++) dst[j] = src[at[j]];
+}
+
 static void im2col(float *col, const float *x, int G, int C, int H, int W, int K, int stride, int pad, int Ho,
                    int Wo) {
     long P = (long)Ho * Wo, rows = (long)C * K * K, cols = G * P;
+    if (pad == 0 && Wo < 8 && (long)G * C * H * W <= INT_MAX) {  // offsets fit an int
+        int *at = xmalloc((size_t)cols * sizeof(int));  // at[g*P + oh*Wo + ow]: the window corner's offset in x
+        for (long j = 0; j < cols; j++) {
+            long g = j / P, oh = j % P / Wo, ow = j % Wo;
+            at[j] = (int)((g * C * H + oh * stride) * W + ow * stride);
+        }
+        #pragma omp parallel for if (rows * cols > PARALLEL_MIN_WORK)
+        for (long r = 0; r < rows; r++) {
+            gather(col + r * cols, x + ((r / (K * K)) * H + r / K % K) * W + r % K, at, cols);
+        }
+        free(at);
+        return;
+    }
     #pragma omp parallel for if (rows * cols > PARALLEL_MIN_WORK)
     for (long r = 0; r < rows; r++) {
         int c = (int)(r / (K * K)), ki = (int)(r / K % K), kj = (int)(r % K);
@@ -49,11 +71,10 @@ static void im2col(float *col, const float *x, int G, int C, int H, int W, int K
                 float *row = dst + (long)oh * Wo;
                 if (ih < 0 || ih >= H) { memset(row, 0, (size_t)Wo * sizeof(float)); continue; }
                 const float *in_row = plane + (long)ih * W;
-                if (pad == 0 && stride == 1)  // the model's convs; a loop, not memcpy: rows are often 3-7 floats
+                if (pad == 0 && stride == 1)  // a loop, not memcpy: the compiler vectorises these rows of 8+ floats
                     for (int ow = 0; ow < Wo; ow++) row[ow] = in_row[kj + ow];
                 else if (pad == 0 && stride == 2)  // a constant stride lets the compiler vectorise the gather
                     for (int ow = 0; ow < Wo; ow++) row[ow] = in_row[2 * ow + kj];
-                else if (pad == 0) for (int ow = 0; ow < Wo; ow++) row[ow] = in_row[ow * stride + kj];
                 else
                     for (int ow = 0; ow < Wo; ow++) {
                         int iw = ow * stride - pad + kj;

@@ -346,6 +346,8 @@ static const ConvCase DIRECT_CONV_CASES[] = {
     {"4->6 k1 on 32x33 maps batch 2 (per image)", 2, 4, 32, 33, 6, 1, 1, 0, true},
     {"12->10 k1 on 5x5 maps batch 6 (grouped)", 6, 12, 5, 5, 10, 1, 1, 0, false},
     {"2->3 k5 s2 p2 13x11 batch 1", 1, 2, 13, 11, 3, 5, 2, 2, true},
+    {"8->6 k3 s1 p0 7x7 -> 5x5 batch 4 (gathered columns)", 4, 8, 7, 7, 6, 3, 1, 0, true},
+    {"5->4 k4 s2 p0 16x15 -> 7x6 batch 3 (gathered, strided)", 3, 5, 16, 15, 4, 4, 2, 0, false},
 };
 
 static int conv_vs_direct_loops(void) {
