@@ -1,6 +1,9 @@
 // norm.c - batch normalisation over (N, C, S): CPU kernels, then the autograd op.
 // Legend: N batch, C channels, S positions per channel (H*W, or 1 for BatchNorm1d), M = N*S values per channel.
 // Channel statistics are summed in double, over n then s, one thread per channel: the same order on every run.
+// Each sum runs in LANES interleaved partial sums (element s of a plane goes to lane s % LANES; the lanes are added
+// in order at the end): one chain of adds would wait an add's latency per element, and without -ffast-math the
+// compiler may not split a sum itself. The split is fixed, so every run still sums alike.
 #include "norm.h"
 
 #include <math.h>
@@ -9,6 +12,45 @@
 #include "../comm/comm.h"
 #include "../tensor/device.h"
 #include "elementwise.h"
+
+#define LANES 8
+
+static double lanes_total(const double *acc) {
+    double t = 0;
+    for (int l = 0; l < LANES; l++) t += acc[l];
+    return t;
+}
+
+// acc[s % LANES] += v[s] (minus shift), s in [0, S)
+static void lanes_add(double *restrict acc, const float *restrict v, double shift, int S) {
+    int s = 0;
+    for (; s + LANES <= S; s += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += v[s + l] - shift;
+    for (; s < S; s++) acc[s % LANES] += v[s] - shift;
+}
+
+// acc[s % LANES] += (v[s] - shift)^2
+static void lanes_add_squares(double *restrict acc, const float *restrict v, double shift, int S) {
+    int s = 0;
+    for (; s + LANES <= S; s += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += (v[s + l] - shift) * (v[s + l] - shift);
+    for (; s < S; s++) acc[s % LANES] += (v[s] - shift) * (v[s] - shift);
+}
+
+// dy: acc_dy[s % LANES] += dy[s], acc_dyx[s % LANES] += dy[s] * xhat[s] with xhat = (x - mu) * inv in float
+static void lanes_add_dy(double *restrict acc_dy, double *restrict acc_dyx, const float *restrict dy,
+                         const float *restrict x, float mu, float inv, int S) {
+    int s = 0;
+    for (; s + LANES <= S; s += LANES)
+        for (int l = 0; l < LANES; l++) {
+            acc_dy[l] += dy[s + l];
+            acc_dyx[l] += (double)dy[s + l] * ((x[s + l] - mu) * inv);
+        }
+    for (; s < S; s++) {
+        acc_dy[s % LANES] += dy[s];
+        acc_dyx[s % LANES] += (double)dy[s] * ((x[s] - mu) * inv);
+    }
+}
 
 // out, x: (N, C, S); mean, invstd, gamma, beta, running_mean, running_var: (C)
 void batchnorm_forward_cpu(float *out, float *mean, float *invstd, const float *x, const float *gamma,
@@ -19,17 +61,12 @@ void batchnorm_forward_cpu(float *out, float *mean, float *invstd, const float *
     for (int c = 0; c < C; c++) {
         double mu, var;
         if (training) {
-            double sum = 0, sq = 0;
-            for (int n = 0; n < N; n++) {
-                const float *xc = x + ((long)n * C + c) * S;
-                for (int s = 0; s < S; s++) sum += xc[s];
-            }
-            mu = sum / (double)M;
-            for (int n = 0; n < N; n++) {  // second pass: no cancellation of E[x^2] - E[x]^2
-                const float *xc = x + ((long)n * C + c) * S;
-                for (int s = 0; s < S; s++) sq += (xc[s] - mu) * (xc[s] - mu);
-            }
-            var = sq / (double)M;  // biased: what the batch is normalised with
+            double sum[LANES] = {0}, sq[LANES] = {0};
+            for (int n = 0; n < N; n++) lanes_add(sum, x + ((long)n * C + c) * S, 0.0, S);
+            mu = lanes_total(sum) / (double)M;
+            // second pass: no cancellation of E[x^2] - E[x]^2
+            for (int n = 0; n < N; n++) lanes_add_squares(sq, x + ((long)n * C + c) * S, mu, S);
+            var = lanes_total(sq) / (double)M;  // biased: what the batch is normalised with
             running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
             running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * M / (M - 1));  // unbiased
         } else {
@@ -60,14 +97,12 @@ void batchnorm_backward_cpu(float *dx, float *dgamma, float *dbeta, const float 
     #pragma omp parallel for if (M * C > PARALLEL_MIN_WORK)
     for (int c = 0; c < C; c++) {
         float mu = mean[c], inv = invstd[c];
-        double sum_dy = 0, sum_dy_xhat = 0;
+        double acc_dy[LANES] = {0}, acc_dy_xhat[LANES] = {0};
         for (int n = 0; n < N; n++) {
-            const float *dc = dout + ((long)n * C + c) * S, *xc = x + ((long)n * C + c) * S;
-            for (int s = 0; s < S; s++) {
-                sum_dy += dc[s];
-                sum_dy_xhat += (double)dc[s] * ((xc[s] - mu) * inv);
-            }
+            long at = ((long)n * C + c) * S;
+            lanes_add_dy(acc_dy, acc_dy_xhat, dout + at, x + at, mu, inv, S);
         }
+        double sum_dy = lanes_total(acc_dy), sum_dy_xhat = lanes_total(acc_dy_xhat);
         if (dbeta) dbeta[c] += (float)sum_dy;
         if (dgamma) dgamma[c] += (float)sum_dy_xhat;
         if (!dx) continue;
