@@ -176,7 +176,7 @@ typedef struct {
 static void conv_forward_call(void *ctx) {
     ConvCase *c = ctx;
     const ConvShape *s = c->s;
-    conv2d_forward_cpu(c->out, c->x, c->w, NULL, NULL, false, c->N, s->C, s->H, s->H, s->Co, s->K, s->stride, 0);
+    conv2d_forward_cpu(c->out, c->x, c->w, NULL, NULL, 0, false, c->N, s->C, s->H, s->H, s->Co, s->K, s->stride, 0);
 }
 
 static void conv_backward_call(void *ctx) {

@@ -107,14 +107,24 @@ static void conv2d_cuda(float *out, const float *x, const float *w, const float 
     scratch_free(col, bytes);
 }
 
-// out = relu?(conv(x) + b + residual); residual: out's shape or NULL. The epilogue runs as the elementwise kernels,
-// after the convolution.
-void conv2d_forward_cuda(float *out, const float *x, const float *w, const float *b, const float *residual, bool relu,
-                         int N, int C, int H, int W, int Co, int K, int stride, int pad) {
+// out = relu?(conv(x) + b + residual); residual: (N, Cr, Ho, Wo) added to the first Cr channels, or NULL. The
+// epilogue runs as the elementwise kernels, after the convolution; a residual with fewer channels is zero-extended
+// to out's shape in scratch first.
+void conv2d_forward_cuda(float *out, const float *x, const float *w, const float *b, const float *residual, int Cr,
+                         bool relu, int N, int C, int H, int W, int Co, int K, int stride, int pad) {
     conv2d_cuda(out, x, w, b, N, C, H, W, Co, K, stride, pad);
-    long n = (long)N * Co * ((H + 2 * pad - K) / stride + 1) * ((W + 2 * pad - K) / stride + 1);
+    int P = ((H + 2 * pad - K) / stride + 1) * ((W + 2 * pad - K) / stride + 1);
+    long n = (long)N * Co * P;
     if (n <= 0) return;
-    if (residual) binary_forward_cuda(BINARY_ADD, out, out, residual, n);
+    if (residual && Cr < Co) {
+        size_t bytes = (size_t)n * sizeof(float);
+        float *padded = (float *)scratch_alloc(bytes);
+        channel_pad_forward_cuda(padded, residual, N, Cr, Co, P);
+        binary_forward_cuda(BINARY_ADD, out, out, padded, n);
+        scratch_free(padded, bytes);
+    } else if (residual) {
+        binary_forward_cuda(BINARY_ADD, out, out, residual, n);
+    }
     if (relu) unary_forward_cuda(UNARY_RELU, out, out, n);
 }
 

@@ -8,10 +8,11 @@
 
 KERNELS_BEGIN
 // out: (N, Co, Ho, Wo) = relu?(conv(x) + b + residual) with Ho = (H + 2*pad - K) / stride + 1 (zero padding);
-// x: (N, C, H, W); w: (Co, C, K, K); b: (Co) or NULL; residual: out's shape or NULL; relu: apply ReLU last
+// x: (N, C, H, W); w: (Co, C, K, K); b: (Co) or NULL; residual: (N, Cr, Ho, Wo), added to the first Cr <= Co
+// channels (Cr = Co: out's shape), or NULL; relu: apply ReLU last
 DECLARE_KERNEL(void, conv2d_forward, (float *out, const float *x, const float *w, const float *b,
-                                      const float *residual, bool relu, int N, int C, int H, int W, int Co, int K,
-                                      int stride, int pad));
+                                      const float *residual, int Cr, bool relu, int N, int C, int H, int W, int Co,
+                                      int K, int stride, int pad));
 // accumulates dx (N,C,H,W), dw (Co,C,K,K), db (Co); each may be NULL
 DECLARE_KERNEL(void, conv2d_backward, (float *dx, float *dw, float *db, const float *dout, const float *x,
                                        const float *w, int N, int C, int H, int W, int Co, int K, int stride, int pad));

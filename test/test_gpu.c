@@ -821,12 +821,12 @@ static int guard_conv(Rng *rng, int N, int C, int H, int Co, int K, int stride, 
     float *want_out = xmalloc((size_t)nout * sizeof(float));
     float *want_dx = xcalloc((size_t)nx, sizeof(float)), *want_dw = xcalloc((size_t)nw, sizeof(float));
     float *want_db = xcalloc((size_t)Co, sizeof(float));
-    conv2d_forward_cpu(want_out, x, w, b, NULL, false, N, C, H, H, Co, K, stride, pad);
+    conv2d_forward_cpu(want_out, x, w, b, NULL, 0, false, N, C, H, H, Co, K, stride, pad);
     conv2d_backward_cpu(want_dx, want_dw, want_db, dout, x, w, N, C, H, H, Co, K, stride, pad);
     Tensor *gx = to_device(x, nx), *gw = to_device(w, nw), *gb = to_device(b, Co), *gdout = to_device(dout, nout);
     Tensor *out = guarded_buffer(nout, false), *dx = guarded_buffer(nx, true), *dw = guarded_buffer(nw, true);
     Tensor *db = guarded_buffer(Co, true);
-    conv2d_forward_cuda(out->data, gx->data, gw->data, gb->data, NULL, false, N, C, H, H, Co, K, stride, pad);
+    conv2d_forward_cuda(out->data, gx->data, gw->data, gb->data, NULL, 0, false, N, C, H, H, Co, K, stride, pad);
     conv2d_backward_cuda(dx->data, dw->data, db->data, gdout->data, gx->data, gw->data, N, C, H, H, Co, K, stride, pad);
     snprintf(what, sizeof what, "conv2d k%d s%d p%d out", K, stride, pad);
     fails += check_guarded(what, out, nout, want_out, TOL_GEMM);
@@ -1134,9 +1134,9 @@ static int tf32_conv(Rng *rng, int N, int C, int H, int Co, int K, int stride, i
         want[k] = xcalloc((size_t)sizes[k], sizeof(float));
         bound[k] = xcalloc((size_t)sizes[k], sizeof(float));
     }
-    conv2d_forward_cpu(want[0], x, w, NULL, NULL, false, N, C, H, H, Co, K, stride, pad);
+    conv2d_forward_cpu(want[0], x, w, NULL, NULL, 0, false, N, C, H, H, Co, K, stride, pad);
     conv2d_backward_cpu(want[1], want[2], NULL, dout, x, w, N, C, H, H, Co, K, stride, pad);
-    conv2d_forward_cpu(bound[0], ax, aw, NULL, NULL, false, N, C, H, H, Co, K, stride, pad);
+    conv2d_forward_cpu(bound[0], ax, aw, NULL, NULL, 0, false, N, C, H, H, Co, K, stride, pad);
     conv2d_backward_cpu(bound[1], bound[2], NULL, adout, ax, aw, N, C, H, H, Co, K, stride, pad);
     Tensor *gx = to_device(x, nx), *gw = to_device(w, nw), *gdout = to_device(dout, nout);
     float *got[2][3];   // [tf32][out, dx, dw]
@@ -1144,7 +1144,7 @@ static int tf32_conv(Rng *rng, int N, int C, int H, int Co, int K, int stride, i
         engine_set_tf32(tf32);
         Tensor *out = tensor_new(DEV_CUDA, SHAPE((int)nout)), *dx = tensor_zeros(DEV_CUDA, SHAPE((int)nx));
         Tensor *dw = tensor_zeros(DEV_CUDA, SHAPE((int)nw));
-        conv2d_forward_cuda(out->data, gx->data, gw->data, NULL, NULL, false, N, C, H, H, Co, K, stride, pad);
+        conv2d_forward_cuda(out->data, gx->data, gw->data, NULL, NULL, 0, false, N, C, H, H, Co, K, stride, pad);
         conv2d_backward_cuda(dx->data, dw->data, NULL, gdout->data, gx->data, gw->data, N, C, H, H, Co, K, stride,
                              pad);
         got[tf32][0] = host_copy(out, out->data);

@@ -369,7 +369,7 @@ static int conv_vs_direct_loops(void) {
         float *out = xmalloc(sizeof(float) * nout);
         float *dx = xcalloc((size_t)nx, sizeof(float)), *dw = xcalloc((size_t)nw, sizeof(float));
         float *db = xcalloc((size_t)c->Co, sizeof(float));
-        conv2d_forward_cpu(out, x->data, w->data, c->bias ? b->data : NULL, NULL, false, c->N, c->C, c->H, c->W, c->Co,
+        conv2d_forward_cpu(out, x->data, w->data, c->bias ? b->data : NULL, NULL, 0, false, c->N, c->C, c->H, c->W, c->Co,
                            c->K, c->stride, c->pad);
         conv2d_backward_cpu(dx, dw, db, dout->data, x->data, w->data, c->N, c->C, c->H, c->W, c->Co, c->K, c->stride,
                             c->pad);
@@ -490,7 +490,7 @@ static int conv_inside_parallel_region(void) {
         {
             #pragma omp single
             {
-                conv2d_forward_cpu(runs[r][0]->data, x->data, w->data, NULL, NULL, false, N, C, H, W, Co, K, 1, 0);
+                conv2d_forward_cpu(runs[r][0]->data, x->data, w->data, NULL, NULL, 0, false, N, C, H, W, Co, K, 1, 0);
                 conv2d_backward_cpu(runs[r][1]->data, runs[r][2]->data, NULL, dout->data, x->data, w->data, N, C, H,
                                     W, Co, K, 1, 0);
             }
