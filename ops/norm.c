@@ -21,12 +21,12 @@ static double lanes_total(const double *acc) {
     return t;
 }
 
-// acc[s % LANES] += v[s] (minus shift), s in [0, S)
-static void lanes_add(double *restrict acc, const float *restrict v, double shift, int S) {
+// acc[s % LANES] += v[s], s in [0, S)
+static void lanes_add(double *restrict acc, const float *restrict v, int S) {
     int s = 0;
     for (; s + LANES <= S; s += LANES)
-        for (int l = 0; l < LANES; l++) acc[l] += v[s + l] - shift;
-    for (; s < S; s++) acc[s % LANES] += v[s] - shift;
+        for (int l = 0; l < LANES; l++) acc[l] += v[s + l];
+    for (; s < S; s++) acc[s % LANES] += v[s];
 }
 
 // acc[s % LANES] += (v[s] - shift)^2
@@ -62,7 +62,7 @@ void batchnorm_forward_cpu(float *out, float *mean, float *invstd, const float *
         double mu, var;
         if (training) {
             double sum[LANES] = {0}, sq[LANES] = {0};
-            for (int n = 0; n < N; n++) lanes_add(sum, x + ((long)n * C + c) * S, 0.0, S);
+            for (int n = 0; n < N; n++) lanes_add(sum, x + ((long)n * C + c) * S, S);
             mu = lanes_total(sum) / (double)M;
             // second pass: no cancellation of E[x^2] - E[x]^2
             for (int n = 0; n < N; n++) lanes_add_squares(sq, x + ((long)n * C + c) * S, mu, S);
