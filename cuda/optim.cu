@@ -11,7 +11,7 @@ static __global__ void adam_step_kernel(float *p, const float *grad, float *m, f
                                         float lr, float beta1, float beta2, float eps, float weight_decay,
                                         float bias_correction1, float bias_correction2) {
     GRID_STRIDE(i, n) {
-        if (mask && mask[i] == 0.0f) continue;
+        if (mask[i] == 0.0f) continue;
         float g = grad[i] + weight_decay * p[i];
         float mi = beta1 * m[i] + (1.0f - beta1) * g;
         float vi = beta2 * v[i] + (1.0f - beta2) * g * g;

@@ -7,16 +7,29 @@
 
 #include "../tensor/device.h"
 
+// Row by row, with one running sum per dimension: a loop down one column would stride dim floats per value. Each
+// dimension still sums its rows in order, so the result is the column loop's.
 void features_standardise(FeatureSet *train, FeatureSet *test) {
     int dim = train->dim;
-    for (int j = 0; j < dim; j++) {
-        double s = 0, ss = 0;
-        for (int i = 0; i < train->n; i++) { double v = train->x[(long)i * dim + j]; s += v; ss += v * v; }
-        double mean = s / train->n, var = ss / train->n - mean * mean;
-        float inv = (float)(1.0 / sqrt(var > 1e-12 ? var : 1e-12));
-        for (int i = 0; i < train->n; i++) train->x[(long)i * dim + j] = (float)((train->x[(long)i * dim + j] - mean) * inv);
-        for (int i = 0; i < test->n; i++) test->x[(long)i * dim + j] = (float)((test->x[(long)i * dim + j] - mean) * inv);
+    double *s = xcalloc((size_t)dim, sizeof(double)), *ss = xcalloc((size_t)dim, sizeof(double));
+    double *mean = xmalloc((size_t)dim * sizeof(double));
+    float *inv = xmalloc((size_t)dim * sizeof(float));
+    for (int i = 0; i < train->n; i++) {
+        const float *r = train->x + (long)i * dim;
+        for (int j = 0; j < dim; j++) { double v = r[j]; s[j] += v; ss[j] += v * v; }
     }
+    for (int j = 0; j < dim; j++) {
+        mean[j] = s[j] / train->n;
+        double var = ss[j] / train->n - mean[j] * mean[j];
+        inv[j] = (float)(1.0 / sqrt(var > 1e-12 ? var : 1e-12));
+    }
+    FeatureSet *sets[2] = {train, test};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < sets[k]->n; i++) {
+            float *r = sets[k]->x + (long)i * dim;
+            for (int j = 0; j < dim; j++) r[j] = (float)((r[j] - mean[j]) * inv[j]);
+        }
+    free(s); free(ss); free(mean); free(inv);
 }
 
 typedef struct {

@@ -52,10 +52,92 @@ static void lanes_add_dy(double *restrict acc_dy, double *restrict acc_dyx, cons
     }
 }
 
+// BatchNorm1d layout (S = 1): x is N rows of C values, and a loop over one channel would stride C floats, a new
+// cache line per value. Here a thread takes a block of ROW_BLOCK channels and walks the rows, adding each row's
+// segment into per-channel accumulators (one vector op across channels). Each channel still sums over n in order
+// into one double, as the per-channel loop does at S = 1 (all in its first lane), so both give the same bits.
+#define ROW_BLOCK 64
+
+static void batchnorm_rows_forward(float *out, float *mean, float *invstd, const float *x, const float *gamma,
+                                   const float *beta, float *running_mean, float *running_var, int N, int C,
+                                   bool training, float momentum, float eps) {
+    #pragma omp parallel for if ((long)N * C > PARALLEL_MIN_WORK)
+    for (int c0 = 0; c0 < C; c0 += ROW_BLOCK) {
+        int nc = C - c0 < ROW_BLOCK ? C - c0 : ROW_BLOCK;
+        double mu[ROW_BLOCK], var[ROW_BLOCK];
+        float mu_f[ROW_BLOCK], scale[ROW_BLOCK];
+        if (training) {
+            double sum[ROW_BLOCK] = {0}, sq[ROW_BLOCK] = {0};
+            for (int n = 0; n < N; n++)
+                for (int c = 0; c < nc; c++) sum[c] += x[(long)n * C + c0 + c];
+            for (int c = 0; c < nc; c++) mu[c] = sum[c] / N;
+            for (int n = 0; n < N; n++)   // second pass, around the mean, as below
+                for (int c = 0; c < nc; c++) sq[c] += (x[(long)n * C + c0 + c] - mu[c]) * (x[(long)n * C + c0 + c] - mu[c]);
+            for (int c = 0; c < nc; c++) {
+                var[c] = sq[c] / N;
+                running_mean[c0 + c] = (float)((1.0 - momentum) * running_mean[c0 + c] + momentum * mu[c]);
+                running_var[c0 + c] = (float)((1.0 - momentum) * running_var[c0 + c] + momentum * var[c] * N / (N - 1));
+            }
+        } else {
+            for (int c = 0; c < nc; c++) { mu[c] = running_mean[c0 + c]; var[c] = running_var[c0 + c]; }
+        }
+        for (int c = 0; c < nc; c++) {
+            double inv = 1.0 / sqrt(var[c] + eps);
+            mean[c0 + c] = mu_f[c] = (float)mu[c];
+            invstd[c0 + c] = (float)inv;
+            scale[c] = (float)(gamma[c0 + c] * inv);
+        }
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (long)n * C + c0;
+            float *o = out + (long)n * C + c0;
+            for (int c = 0; c < nc; c++) o[c] = (xr[c] - mu_f[c]) * scale[c] + beta[c0 + c];
+        }
+    }
+}
+
+// the backward of the rows layout, in the per-channel loop's order and formulas (batchnorm_backward_cpu)
+static void batchnorm_rows_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const float *x,
+                                    const float *mean, const float *invstd, const float *gamma, int N, int C,
+                                    bool training) {
+    #pragma omp parallel for if ((long)N * C > PARALLEL_MIN_WORK)
+    for (int c0 = 0; c0 < C; c0 += ROW_BLOCK) {
+        int nc = C - c0 < ROW_BLOCK ? C - c0 : ROW_BLOCK;
+        const float *mu = mean + c0, *inv = invstd + c0;
+        double acc_dy[ROW_BLOCK] = {0}, acc_dy_xhat[ROW_BLOCK] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *dr = dout + (long)n * C + c0, *xr = x + (long)n * C + c0;
+            for (int c = 0; c < nc; c++) {
+                acc_dy[c] += dr[c];
+                acc_dy_xhat[c] += (double)dr[c] * ((xr[c] - mu[c]) * inv[c]);
+            }
+        }
+        float scale[ROW_BLOCK], mean_dy[ROW_BLOCK], mean_dy_xhat[ROW_BLOCK];
+        for (int c = 0; c < nc; c++) {
+            if (dbeta) dbeta[c0 + c] += (float)acc_dy[c];
+            if (dgamma) dgamma[c0 + c] += (float)acc_dy_xhat[c];
+            scale[c] = gamma[c0 + c] * inv[c];
+            mean_dy[c] = training ? (float)(acc_dy[c] / N) : 0.0f;
+            mean_dy_xhat[c] = training ? (float)(acc_dy_xhat[c] / N) : 0.0f;
+        }
+        if (!dx) continue;
+        for (int n = 0; n < N; n++) {
+            const float *dr = dout + (long)n * C + c0, *xr = x + (long)n * C + c0;
+            float *dxr = dx + (long)n * C + c0;
+            for (int c = 0; c < nc; c++)
+                dxr[c] += scale[c] * (dr[c] - mean_dy[c] - (xr[c] - mu[c]) * inv[c] * mean_dy_xhat[c]);
+        }
+    }
+}
+
 // out, x: (N, C, S); mean, invstd, gamma, beta, running_mean, running_var: (C)
 void batchnorm_forward_cpu(float *out, float *mean, float *invstd, const float *x, const float *gamma,
                            const float *beta, float *running_mean, float *running_var, int N, int C, int S,
                            bool training, float momentum, float eps) {
+    if (S == 1) {
+        batchnorm_rows_forward(out, mean, invstd, x, gamma, beta, running_mean, running_var, N, C, training, momentum,
+                               eps);
+        return;
+    }
     long M = (long)N * S;
     #pragma omp parallel for if (M * C > PARALLEL_MIN_WORK)
     for (int c = 0; c < C; c++) {
@@ -93,6 +175,10 @@ void batchnorm_forward_cpu(float *out, float *mean, float *invstd, const float *
 void batchnorm_backward_cpu(float *dx, float *dgamma, float *dbeta, const float *dout, const float *x,
                             const float *mean, const float *invstd, const float *gamma, int N, int C, int S,
                             bool training) {
+    if (S == 1) {
+        batchnorm_rows_backward(dx, dgamma, dbeta, dout, x, mean, invstd, gamma, N, C, training);
+        return;
+    }
     long M = (long)N * S;
     #pragma omp parallel for if (M * C > PARALLEL_MIN_WORK)
     for (int c = 0; c < C; c++) {

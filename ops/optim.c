@@ -84,13 +84,17 @@ static Tensor *trainable_mask(const ParamSet *ps) {
 void adam_step_cpu(float *p, const float *grad, float *m, float *v, const float *mask, long n, float lr, float beta1,
                    float beta2, float eps, float weight_decay, int t) {
     float correction1 = 1.0f - powf(beta1, (float)t), correction2 = 1.0f - powf(beta2, (float)t);
-    #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
+    // every element is computed and the mask picks what is stored: a loop without branches, which vectorises
+    #pragma omp parallel for simd if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) {
-        if (mask && mask[i] == 0.0f) continue;
         float g = grad[i] + weight_decay * p[i];
-        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-        p[i] -= lr * (m[i] / correction1) / (sqrtf(v[i] / correction2) + eps);
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        float step = lr * (mi / correction1) / (sqrtf(vi / correction2) + eps);
+        bool train = mask[i] != 0.0f;
+        m[i] = train ? mi : m[i];
+        v[i] = train ? vi : v[i];
+        p[i] = train ? p[i] - step : p[i];
     }
 }
 

@@ -33,7 +33,7 @@ void paramset_free(ParamSet *ps);
 KERNELS_BEGIN
 // Adam with coupled L2 weight decay (torch.optim.Adam): g = grad + wd*p; m = b1*m + (1-b1)*g;
 // v = b2*v + (1-b2)*g^2; p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). t >= 1 is the step number.
-// `mask` (n) may be NULL; where mask[i] == 0 the element is left alone (buffers).
+// `mask` (n): where mask[i] == 0 the element is left alone (buffers).
 DECLARE_KERNEL(void, adam_step, (float *p, const float *grad, float *m, float *v, const float *mask, long n,
                                  float lr, float beta1, float beta2, float eps, float weight_decay, int t));
 // SGD with momentum and coupled weight decay (torch.optim.SGD): g = grad + wd*p; buf = momentum*buf + g

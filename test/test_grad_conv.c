@@ -758,6 +758,53 @@ static int batchnorm_forward_by_hand(void) {
     return f;
 }
 
+// BatchNorm1d (S = 1) walks rows of channels (ops/norm.c); the same numbers laid out as one image whose positions are
+// the rows, (1, C, N), take the per-channel path. Both must agree in every output, statistic and gradient. 300 x 130:
+// three channel blocks (the last partial) and enough work for both threads.
+static int batchnorm_rows_vs_planes(void) {
+    enum { N = 300, C = 130 };
+    Rng rng;
+    rng_seed(&rng, 31);
+    float *x = xmalloc(sizeof(float) * N * C), *dy = xmalloc(sizeof(float) * N * C);
+    float *xt = xmalloc(sizeof(float) * N * C), *dyt = xmalloc(sizeof(float) * N * C);
+    for (int i = 0; i < N * C; i++) { x[i] = 3.0f * rng_uniform(&rng) - 1.0f; dy[i] = rng_uniform(&rng) - 0.5f; }
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) { xt[c * N + n] = x[n * C + c]; dyt[c * N + n] = dy[n * C + c]; }
+    float gamma[C], beta[C], stats[2][8][C];   // [rows, planes][mean, invstd, rm, rv, dgamma, dbeta, -, -]
+    for (int c = 0; c < C; c++) { gamma[c] = 0.5f + rng_uniform(&rng); beta[c] = rng_uniform(&rng) - 0.5f; }
+    float *out[2] = {xmalloc(sizeof(float) * N * C), xmalloc(sizeof(float) * N * C)};
+    float *dx[2] = {xcalloc(N * C, sizeof(float)), xcalloc(N * C, sizeof(float))};
+    int f = 0;
+    for (int training = 1; training >= 0; training--) {
+        for (int k = 0; k < 2; k++) {
+            float(*st)[C] = stats[k];
+            for (int c = 0; c < C; c++) { st[2][c] = 0.1f * c; st[3][c] = 1.0f + 0.01f * c; st[4][c] = st[5][c] = 0; }
+            memset(dx[k], 0, sizeof(float) * N * C);
+            int n = k ? 1 : N, s = k ? N : 1;   // rows (N, C, 1) or planes (1, C, N)
+            batchnorm_forward_cpu(out[k], st[0], st[1], k ? xt : x, gamma, beta, st[2], st[3], n, C, s, training,
+                                  BN_MOMENTUM, BN_EPS);
+            batchnorm_backward_cpu(dx[k], st[4], st[5], k ? dyt : dy, k ? xt : x, st[0], st[1], gamma, n, C, s,
+                                   training);
+        }
+        for (int n = 0; n < N; n++)   // back to rows
+            for (int c = 0; c < C; c++) { xt[n * C + c] = out[1][c * N + n]; dyt[n * C + c] = dx[1][c * N + n]; }
+        const char *mode = training ? "train" : "eval";
+        char what[96];
+        const char *names[6] = {"mean", "invstd", "running mean", "running var", "dgamma", "dbeta"};
+        snprintf(what, sizeof what, "bn rows == planes (%s): output", mode);
+        f += check_close(what, out[0], xt, N * C, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "bn rows == planes (%s): dx", mode);
+        f += check_close(what, dx[0], dyt, N * C, 1e-5, 1e-5);
+        for (int j = 0; j < 6; j++) {
+            snprintf(what, sizeof what, "bn rows == planes (%s): %s", mode, names[j]);
+            f += check_close(what, stats[0][j], stats[1][j], C, 1e-5, 1e-5);
+        }
+        for (int i = 0; i < N * C; i++) xt[i] = x[(i % N) * C + i / N], dyt[i] = dy[(i % N) * C + i / N];
+    }
+    free(x); free(dy); free(xt); free(dyt); free(out[0]); free(out[1]); free(dx[0]); free(dx[1]);
+    return f;
+}
+
 void register_grad_conv_tests(void) {
     test_register("grad", "matmul, four transpose combinations", grad_matmul);
     test_register("grad", "linear with and without bias", grad_linear);
@@ -777,4 +824,6 @@ void register_grad_conv_tests(void) {
     test_register("forward", "avgpool, reflect pad, channel pad by hand", spatial_forward_by_hand);
     test_register("forward", "avgpool forward and backward against loops over each window", avgpool_vs_direct_loops);
     test_register("forward", "batchnorm output and running stats by hand", batchnorm_forward_by_hand);
+    test_register("forward", "batchnorm over rows (S = 1) == the same values as one image's positions",
+                  batchnorm_rows_vs_planes);
 }
