@@ -14,12 +14,18 @@
 // data-parallel training: the targets of every process (op_all_gather); one process: x itself
 static Tensor *all_ranks(Tensor *x) { return comm_size() > 1 ? op_all_gather(x) : x; }
 
-// S: (B*P, D) this process's sources; T: (Bt, D, H, W) the targets of all processes, S's own images at `first`
-static Tensor *nce_shard(Tensor *S, Tensor *T, int P, int first, float tclip, Tensor **reg) {
-    int Bt = T->shape[0], D = T->shape[1], L = T->shape[2] * T->shape[3], B = S->shape[0] / P;
+// the targets of a map T (Bt, D, H, W) as rows: (Bt*L, D), location l of image b in row b*L + l. Made once per map
+// and step: two tasks score against the same f5 map.
+static Tensor *target_rows(Tensor *T) {
+    int Bt = T->shape[0], D = T->shape[1], L = T->shape[2] * T->shape[3];
+    return op_reshape(op_transpose(op_reshape(T, SHAPE(Bt, D, L))), SHAPE(Bt * L, D));
+}
+
+// S: (B*P, D) this process's sources; targets: (Bt*L, D) those of all processes, S's own images at `first`
+static Tensor *nce_shard(Tensor *S, Tensor *targets, int L, int P, int first, float tclip, Tensor **reg) {
+    int Bt = targets->shape[0] / L, D = targets->shape[1], B = S->shape[0] / P;
     CHECK(S->ndim == 2 && S->shape[0] == B * P && S->shape[1] == D && first + B <= Bt,
           "NCE sources must be (B*%d, %d) with their images among the %d targets", P, D, Bt);
-    Tensor *targets = op_reshape(op_transpose(op_reshape(T, SHAPE(Bt, D, L))), SHAPE(Bt * L, D));
     Tensor *R = op_scale(op_matmul(S, targets, false, true), 1.0f / sqrtf((float)D));   // (B*P, Bt*L)
     *reg = op_scale(op_mean(op_square(R), -1), 0.05f);                                   // on the unclipped scores
     Tensor *Q = op_scale(op_tanh(op_scale(R, 1.0f / tclip)), tclip);                     // soft clip to (-c, c)
@@ -28,7 +34,7 @@ static Tensor *nce_shard(Tensor *S, Tensor *T, int P, int first, float tclip, Te
 
 Tensor *amdim_nce(Tensor *S, Tensor *T, int P, float tclip, Tensor **reg) {
     CHECK(S->shape[0] == T->shape[0] * P, "NCE sources must be (%d, D)", T->shape[0] * P);
-    return nce_shard(S, T, P, 0, tclip, reg);
+    return nce_shard(S, target_rows(T), T->shape[2] * T->shape[3], P, 0, tclip, reg);
 }
 
 // k mixture components per source: fc2(relu(fc1(a))) + a, as (B*k, D) rows
@@ -71,19 +77,19 @@ void amdim_mixture_winners(Amdim *m, Tensor *x, int *winner) {
     autograd_set_grad_enabled(was);
 }
 
-// global source a (B, D) against the target map T (Bt, D, H, W) of the other view, a's images at `first`: plain
+// global source a (B, D) against the target rows T (Bt*L, D) of the other view's map, a's images at `first`: plain
 // NCE or the mixture objective
-static Tensor *global_task(Amdim *m, Tensor *a, Tensor *T, int first, Tensor **reg) {
+static Tensor *global_task(Amdim *m, Tensor *a, Tensor *T, int L, int first, Tensor **reg) {
     const AmdimConfig *c = &m->cfg;
     if (c->mixtures > 1)
-        return mixture_objective(nce_shard(mixture_sources(m, a), T, c->mixtures, first, c->tclip, reg), c->mix_tau,
+        return mixture_objective(nce_shard(mixture_sources(m, a), T, L, c->mixtures, first, c->tclip, reg), c->mix_tau,
                                  c->mix_alpha);
-    return op_scale(op_mean(nce_shard(a, T, 1, first, c->tclip, reg), -1), -1.0f);
+    return op_scale(op_mean(nce_shard(a, T, L, 1, first, c->tclip, reg), -1), -1.0f);
 }
 
-static Tensor *local_task(Amdim *m, Tensor *m5_src, const int *idx, Tensor *T, int first, Tensor **reg) {
+static Tensor *local_task(Amdim *m, Tensor *m5_src, const int *idx, Tensor *T, int L, int first, Tensor **reg) {
     Tensor *s5 = op_gather_location(m5_src, idx);   // (B, D)
-    return op_scale(op_mean(nce_shard(s5, T, 1, first, m->cfg.tclip, reg), -1), -1.0f);
+    return op_scale(op_mean(nce_shard(s5, T, L, 1, first, m->cfg.tclip, reg), -1), -1.0f);
 }
 
 static Tensor *half_sum(Tensor *a, Tensor *b) { return op_scale(op_add(a, b), 0.5f); }
@@ -164,29 +170,32 @@ AmdimLoss amdim_loss(Amdim *m, Tensor *x1, Tensor *x2, const int *labels, const 
     Features v2 = two ? amdim_encode(m, x2, true, true) : v1;
     // data-parallel: this process's sources against the targets of every process (its images from `first` on)
     int first = comm_rank() * x1->shape[0];
+    // the targets: every process's maps (all_ranks), as rows of D
     autograd_scope("gather");
-    Tensor *t5_1 = v1.m5 ? all_ranks(v1.m5) : NULL, *t7_1 = v1.m7 ? all_ranks(v1.m7) : NULL;
-    Tensor *t5_2 = two && v2.m5 ? all_ranks(v2.m5) : t5_1, *t7_2 = two && v2.m7 ? all_ranks(v2.m7) : t7_1;
+    Tensor *t5_1 = v1.m5 ? target_rows(all_ranks(v1.m5)) : NULL, *t7_1 = v1.m7 ? target_rows(all_ranks(v1.m7)) : NULL;
+    Tensor *t5_2 = two && v2.m5 ? target_rows(all_ranks(v2.m5)) : t5_1;
+    Tensor *t7_2 = two && v2.m7 ? target_rows(all_ranks(v2.m7)) : t7_1;
+    int L5 = v1.m5 ? v1.m5->shape[2] * v1.m5->shape[3] : 0, L7 = v1.m7 ? v1.m7->shape[2] * v1.m7->shape[3] : 0;
     Tensor *r[6];
     int n_reg = 0;
     if (c->tasks & TASK_1T5) {
         autograd_scope("nce.1t5");
-        out.l1t5 = two ? half_sum(global_task(m, v1.f1, t5_2, first, &r[n_reg]),
-                                  global_task(m, v2.f1, t5_1, first, &r[n_reg + 1]))
-                       : global_task(m, v1.f1, t5_1, first, &r[n_reg]);
+        out.l1t5 = two ? half_sum(global_task(m, v1.f1, t5_2, L5, first, &r[n_reg]),
+                                  global_task(m, v2.f1, t5_1, L5, first, &r[n_reg + 1]))
+                       : global_task(m, v1.f1, t5_1, L5, first, &r[n_reg]);
         n_reg += two ? 2 : 1;
     }
     if (c->tasks & TASK_1T7) {
         autograd_scope("nce.1t7");
-        out.l1t7 = two ? half_sum(global_task(m, v1.f1, t7_2, first, &r[n_reg]),
-                                  global_task(m, v2.f1, t7_1, first, &r[n_reg + 1]))
-                       : global_task(m, v1.f1, t7_1, first, &r[n_reg]);
+        out.l1t7 = two ? half_sum(global_task(m, v1.f1, t7_2, L7, first, &r[n_reg]),
+                                  global_task(m, v2.f1, t7_1, L7, first, &r[n_reg + 1]))
+                       : global_task(m, v1.f1, t7_1, L7, first, &r[n_reg]);
         n_reg += two ? 2 : 1;
     }
     if (c->tasks & TASK_5T5) {   // two views only (checked by the config)
         autograd_scope("nce.5t5");
-        out.l5t5 = half_sum(local_task(m, v1.m5, idx1, t5_2, first, &r[n_reg]),
-                            local_task(m, v2.m5, idx2, t5_1, first, &r[n_reg + 1]));
+        out.l5t5 = half_sum(local_task(m, v1.m5, idx1, t5_2, L5, first, &r[n_reg]),
+                            local_task(m, v2.m5, idx2, t5_1, L5, first, &r[n_reg + 1]));
         n_reg += 2;
     }
     autograd_scope("loss");

@@ -4,19 +4,31 @@
 #include <math.h>
 
 #include "../tensor/device.h"
+#include "vecmath.h"
 
 // ---- CPU kernels ----
 
+// tanh and exp go through glibc's vector functions (vecmath.h) in chunks of whole blocks, one chunk per thread
+#define UNARY_CHUNK 4096L
+
 void unary_forward_cpu(UnaryOp op, float *out, const float *x, long n) {
+    if (op == UNARY_TANH || op == UNARY_EXP) {
+        #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
+        for (long i = 0; i < n; i += UNARY_CHUNK) {
+            long len = n - i < UNARY_CHUNK ? n - i : UNARY_CHUNK;
+            if (op == UNARY_TANH) vec_tanhf(out + i, x + i, len);
+            else vec_expf(out + i, x + i, len);
+        }
+        return;
+    }
     #pragma omp parallel for if (n > PARALLEL_MIN_WORK)
     for (long i = 0; i < n; i++) {
         float v = x[i];
         switch (op) {
             case UNARY_RELU: out[i] = v > 0.0f ? v : 0.0f; break;
-            case UNARY_TANH: out[i] = tanhf(v); break;
             case UNARY_SQUARE: out[i] = v * v; break;
-            case UNARY_EXP: out[i] = expf(v); break;
             case UNARY_LOG: out[i] = logf(v); break;
+            default: break;   // tanh, exp: above
         }
     }
 }

@@ -1,9 +1,8 @@
 // norm.c - batch normalisation over (N, C, S): CPU kernels, then the autograd op.
 // Legend: N batch, C channels, S positions per channel (H*W, or 1 for BatchNorm1d), M = N*S values per channel.
 // Channel statistics are summed in double, over n then s, one thread per channel: the same order on every run.
-// Each sum runs in LANES interleaved partial sums (element s of a plane goes to lane s % LANES; the lanes are added
-// in order at the end): one chain of adds would wait an add's latency per element, and without -ffast-math the
-// compiler may not split a sum itself. The split is fixed, so every run still sums alike.
+// Each sum runs in LANES interleaved partial sums (vecmath.h: element s of a plane goes to lane s % LANES; the lanes
+// are added in order at the end). The split is fixed, so every run still sums alike.
 #include "norm.h"
 
 #include <math.h>
@@ -12,22 +11,7 @@
 #include "../comm/comm.h"
 #include "../tensor/device.h"
 #include "elementwise.h"
-
-#define LANES 8
-
-static double lanes_total(const double *acc) {
-    double t = 0;
-    for (int l = 0; l < LANES; l++) t += acc[l];
-    return t;
-}
-
-// acc[s % LANES] += v[s], s in [0, S)
-static void lanes_add(double *restrict acc, const float *restrict v, int S) {
-    int s = 0;
-    for (; s + LANES <= S; s += LANES)
-        for (int l = 0; l < LANES; l++) acc[l] += v[s + l];
-    for (; s < S; s++) acc[s % LANES] += v[s];
-}
+#include "vecmath.h"
 
 // acc[s % LANES] += (v[s] - shift)^2
 static void lanes_add_squares(double *restrict acc, const float *restrict v, double shift, int S) {

@@ -12,26 +12,32 @@
 
 // ---- CPU kernels ----
 
-// out: (A, N, M), x: (A, M, N); one output row (a, n) per iteration, written contiguously
-void transpose_forward_cpu(float *out, const float *x, int A, int M, int N) {
-    long rows = (long)A * N;
-    #pragma omp parallel for if (rows * M > PARALLEL_MIN_WORK)
-    for (long an = 0; an < rows; an++) {
-        const float *xa = x + (an / N) * M * N + an % N;
-        float *o = out + an * M;
-        for (int m = 0; m < M; m++) o[m] = xa[(long)m * N];
+// out (A, N, M) = x^T, or += with add; x: (A, M, N). In TILE x TILE blocks, which keep the lines of both sides in
+// cache: a loop down x's columns would read one float per cache line. Every element is written by one thread.
+#define TILE 32
+
+static void transpose_tiles(float *out, const float *x, int A, int M, int N, bool add) {
+    long tiles_m = (M + TILE - 1) / TILE, tiles_n = (N + TILE - 1) / TILE, tiles = A * tiles_m * tiles_n;
+    #pragma omp parallel for if ((long)A * M * N > PARALLEL_MIN_WORK)
+    for (long t = 0; t < tiles; t++) {
+        long a = t / (tiles_m * tiles_n);
+        int m0 = (int)(t / tiles_n % tiles_m) * TILE, n0 = (int)(t % tiles_n) * TILE;
+        int m1 = m0 + TILE < M ? m0 + TILE : M, n1 = n0 + TILE < N ? n0 + TILE : N;
+        const float *xa = x + a * M * N;
+        float *oa = out + a * M * N;
+        for (int n = n0; n < n1; n++)
+            for (int m = m0; m < m1; m++) {
+                float v = xa[(long)m * N + n];
+                oa[(long)n * M + m] = add ? oa[(long)n * M + m] + v : v;
+            }
     }
 }
 
-// dx: (A, M, N), dout: (A, N, M); one dx row (a, m) per iteration, so no two iterations touch the same element
+void transpose_forward_cpu(float *out, const float *x, int A, int M, int N) { transpose_tiles(out, x, A, M, N, false); }
+
+// dx: (A, M, N) += dout^T, dout: (A, N, M)
 void transpose_backward_cpu(float *dx, const float *dout, int A, int M, int N) {
-    long rows = (long)A * M;
-    #pragma omp parallel for if (rows * N > PARALLEL_MIN_WORK)
-    for (long am = 0; am < rows; am++) {
-        const float *da = dout + (am / M) * N * M + am % M;
-        float *d = dx + am * N;
-        for (int n = 0; n < N; n++) d[n] += da[(long)n * M];
-    }
+    transpose_tiles(dx, dout, A, N, M, true);
 }
 
 // out: (B, D), x: (B, D, S), idx: (B)

@@ -4,8 +4,10 @@
 #include "softmax.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "../tensor/device.h"
+#include "vecmath.h"
 
 // ---- softmax and log-softmax over (outer, dim, inner) ----
 
@@ -105,40 +107,60 @@ void cross_entropy_backward_cpu(float *dlogits, const float *dloss, const float 
 // ---- the NCE log-softmax of AMDIM ----
 // Row (i, p) of x: (B, P, B, L) is B blocks of L scores; block i holds the positives, the other blocks the negatives.
 
-// m = max over the negatives of row xr (image i): every exponent below is taken relative to it
-static float negatives_max(const float *xr, int i, int B, int L) {
-    float m = -INFINITY;
-    for (int j = 0; j < B; j++) {
-        if (j == i) continue;
-        for (int l = 0; l < L; l++) m = fmaxf(m, xr[(long)j * L + l]);
-    }
+// the largest of v[0..n), at least m; a NaN is passed over, as fmaxf does. In LANES running maxima, which
+// vectorise (a maximum is exact, so their order does not matter).
+static float max_of(float m, const float *v, long n) {
+    float acc[LANES];
+    for (int l = 0; l < LANES; l++) acc[l] = m;
+    long k = 0;
+    for (; k + LANES <= n; k += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] = v[k + l] > acc[l] ? v[k + l] : acc[l];
+    for (; k < n; k++) m = v[k] > m ? v[k] : m;
+    for (int l = 0; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
     return m;
 }
 
-// out: (B, P, L). out = pos - logaddexp(pos, m + log Z), Z = sum over negatives of exp(neg - m)
+// m = max over the negatives of row xr (image i), the blocks before and after block i: every exponent below is
+// taken relative to it
+static float negatives_max(const float *xr, int i, int B, int L) {
+    return max_of(max_of(-INFINITY, xr, (long)i * L), xr + (long)(i + 1) * L, (long)(B - i - 1) * L);
+}
+
+// e[k] = exp(xr[k] - m) over the whole row of n scores (positives too; they are not read), through vecmath.h
+static void row_exp(float *e, const float *xr, float m, long n) {
+    for (long k = 0; k < n; k++) e[k] = xr[k] - m;
+    vec_expf(e, e, n);
+}
+
+// out: (B, P, L). out = pos - logaddexp(pos, m + log Z), Z = sum over negatives of exp(neg - m). Each thread keeps
+// one row of exponentials (Bt*L floats); Z sums them in double, in fixed lanes (vecmath.h).
 void nce_log_softmax_forward_cpu(float *out, const float *x, int B, int P, int L, int Bt, int first) {
-    long rows = (long)B * P;
-    #pragma omp parallel for if (rows * Bt * L > PARALLEL_MIN_WORK)
-    for (long row = 0; row < rows; row++) {
-        int i = first + (int)(row / P);   // the source's own image among the targets
-        const float *xr = x + row * Bt * L;
-        float *o = out + row * L;
-        if (Bt == 1) {  // no negatives: the positive is its own softmax
-            for (int l = 0; l < L; l++) o[l] = 0.0f;
-            continue;
+    long rows = (long)B * P, n = (long)Bt * L;
+    #pragma omp parallel if (rows * n > PARALLEL_MIN_WORK)
+    {
+        float *e = xmalloc((size_t)n * sizeof(float));
+        #pragma omp for
+        for (long row = 0; row < rows; row++) {
+            int i = first + (int)(row / P);   // the source's own image among the targets
+            const float *xr = x + row * n;
+            float *o = out + row * L;
+            if (Bt == 1) {  // no negatives: the positive is its own softmax
+                for (int l = 0; l < L; l++) o[l] = 0.0f;
+                continue;
+            }
+            float m = negatives_max(xr, i, Bt, L);
+            row_exp(e, xr, m, n);
+            double acc[LANES] = {0};
+            lanes_add(acc, e, (long)i * L);                              // the negatives before block i
+            lanes_add(acc, e + (long)(i + 1) * L, (long)(Bt - i - 1) * L);   // and after it
+            float lse_neg = m + (float)log(lanes_total(acc));
+            for (int l = 0; l < L; l++) {
+                float pos = xr[(long)i * L + l];
+                float hi = fmaxf(pos, lse_neg), lo = fminf(pos, lse_neg);
+                o[l] = (pos - hi) - log1pf(expf(lo - hi));
+            }
         }
-        float m = negatives_max(xr, i, Bt, L);
-        double z = 0;
-        for (int j = 0; j < Bt; j++) {
-            if (j == i) continue;
-            for (int l = 0; l < L; l++) z += expf(xr[(long)j * L + l] - m);
-        }
-        float lse_neg = m + (float)log(z);
-        for (int l = 0; l < L; l++) {
-            float pos = xr[(long)i * L + l];
-            float hi = fmaxf(pos, lse_neg), lo = fminf(pos, lse_neg);
-            o[l] = (pos - hi) - log1pf(expf(lo - hi));
-        }
+        free(e);
     }
 }
 
@@ -149,24 +171,28 @@ void nce_log_softmax_forward_cpu(float *out, const float *x, int B, int P, int L
 void nce_log_softmax_backward_cpu(float *dx, const float *dout, const float *x, const float *out, int B, int P,
                                   int L, int Bt, int first) {
     if (Bt == 1) return;  // out is the constant 0
-    long rows = (long)B * P;
-    #pragma omp parallel for if (rows * Bt * L > PARALLEL_MIN_WORK)
-    for (long row = 0; row < rows; row++) {
-        int i = first + (int)(row / P);
-        const float *xr = x + row * Bt * L, *o = out + row * L, *d = dout + row * L;
-        float *dxr = dx + row * Bt * L;
-        float m = negatives_max(xr, i, Bt, L);
-        double weight = 0;
-        for (int l = 0; l < L; l++) {
-            float pos = xr[(long)i * L + l];
-            weight += (double)d[l] * expf(m - (pos - o[l]));
-            dxr[(long)i * L + l] += d[l] * -expm1f(o[l]);
+    long rows = (long)B * P, n = (long)Bt * L;
+    #pragma omp parallel if (rows * n > PARALLEL_MIN_WORK)
+    {
+        float *e = xmalloc((size_t)n * sizeof(float));
+        #pragma omp for
+        for (long row = 0; row < rows; row++) {
+            int i = first + (int)(row / P);
+            const float *xr = x + row * n, *o = out + row * L, *d = dout + row * L;
+            float *dxr = dx + row * n;
+            float m = negatives_max(xr, i, Bt, L);
+            double weight = 0;
+            for (int l = 0; l < L; l++) {
+                float pos = xr[(long)i * L + l];
+                weight += (double)d[l] * expf(m - (pos - o[l]));
+                dxr[(long)i * L + l] += d[l] * -expm1f(o[l]);
+            }
+            float w = (float)weight;
+            row_exp(e, xr, m, n);
+            for (long k = 0; k < (long)i * L; k++) dxr[k] -= w * e[k];
+            for (long k = (long)(i + 1) * L; k < n; k++) dxr[k] -= w * e[k];
         }
-        float w = (float)weight;
-        for (int j = 0; j < Bt; j++) {
-            if (j == i) continue;
-            for (int l = 0; l < L; l++) dxr[(long)j * L + l] -= w * expf(xr[(long)j * L + l] - m);
-        }
+        free(e);
     }
 }
 
