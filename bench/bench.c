@@ -264,6 +264,26 @@ static int bench_convs(const Options *o) {
 
 // ---------------------------------------------------------------- whole model
 
+// The GEMM work on the tape after the step's forward (before backward). Training: each convolution, matmul and
+// linear layer costs its forward GEMM once more in backward for each of its two GEMM operands (input, weight) that
+// needs a gradient. Forward pass alone (both views' encoder and heads): the convolutions' forward GEMMs. This is
+// the work no implementation of the same model avoids, whatever its kernels.
+typedef struct { double train, forward; } GemmWork;
+
+static GemmWork step_gemm_work(void) {
+    GemmWork w = {0, 0};
+    for (long i = 0; i < tape_node_count(); i++) {
+        const Node *n = tape_node(i);
+        const char *op = n->op_name;
+        bool conv = !strncmp(op, "conv2d", 6);
+        if (!conv && strcmp(op, "matmul") && strcmp(op, "linear")) continue;
+        int backward_gemms = (n->in[0]->requires_grad ? 1 : 0) + (n->in[1]->requires_grad ? 1 : 0);
+        w.train += n->flops * (1 + backward_gemms);
+        if (conv) w.forward += n->flops;
+    }
+    return w;
+}
+
 static int bench_model(const Options *o) {
     Device dev = o->device;
     if (dev == DEV_CUDA && !dev_cuda_available()) {
@@ -300,11 +320,13 @@ static int bench_model(const Options *o) {
            "convolutions\n", cfg.preset, cfg.F, cfg.D, cfg.d, C, S, S, m.ps.total, B, where, precision);
 
     int rc = 0, total_steps = o->warmup + o->steps;
+    GemmWork work = {0, 0};
     double *train_s = xmalloc((size_t)o->steps * sizeof(double)), *forward_s = xmalloc((size_t)o->steps * sizeof(double));
     for (int i = 0; i < total_steps && rc == 0; i++) {  // the step of train.c, without data loading and logging
         double t0 = now_seconds();
         paramset_zero_grad(&m.ps);
         AmdimLoss L = amdim_loss(&m, x1, x2, labels, idx1, idx2, &rng);
+        if (i == 0) work = step_gemm_work();
         backward(L.total);
         adam_update(&opt, &m.ps);
         float loss = tensor_item(L.total);   // reads the result: the device has finished the step
@@ -334,6 +356,8 @@ static int bench_model(const Options *o) {
         printf("  training step: median %.4f s over %d steps after %d warm-up = %.1f img/s\n", train_med, o->steps,
                o->warmup, B / train_med);
         printf("  forward only : median %.4f s = %.1f img/s\n", forward_med, B / forward_med);
+        printf("  GEMM work    : training step %.2f GFLOP (convolutions, matmuls, linear layers, forward + backward), "
+               "forward pass %.2f GFLOP (convolutions)\n", work.train * 1e-9, work.forward * 1e-9);
         printf("  peak RSS     : %.1f MiB\n", rss);
         if (dev == DEV_CUDA)
             printf("  peak device memory (the pool): %.1f MiB held, %.1f MiB in use at once (cuBLAS workspace and the "
@@ -342,8 +366,9 @@ static int bench_model(const Options *o) {
         printf("  host tensors : %.1f MiB at most at once (RSS adds the conv workspace, OpenBLAS buffers, the program)\n",
                (double)dev_pool_peak_in_use(DEV_CPU) / mib);
         printf("bench: preset=%s batch=%d threads=%d device=%s precision=%s train_img_s=%.1f forward_img_s=%.1f "
-               "peak_rss_mib=%.1f%s\n", cfg.preset, B, o->threads, device_name(dev), precision, B / train_med,
-               B / forward_med, rss, gpu);
+               "peak_rss_mib=%.1f train_gflop=%.3f forward_gflop=%.3f%s\n", cfg.preset, B, o->threads,
+               device_name(dev), precision, B / train_med, B / forward_med, rss, work.train * 1e-9, work.forward * 1e-9,
+               gpu);
     }
     free(train_s);
     free(forward_s);

@@ -113,6 +113,7 @@ echo
 echo "=== 3. the whole model: training step (both views, loss, backward, Adam) and forward pass alone (both views, no grad)"
 echo "    images/s counts source images (each gives two views); median over the timed steps; one fresh process each"
 rows=""
+limits=""
 torch_import_rss=""
 for preset in $PRESETS; do
     for batch in $BATCHES; do
@@ -140,6 +141,15 @@ for preset in $PRESETS; do
         fi
         rows+="| $preset | $batch | $o_train | ${t_train:--} | $(ratio "$o_train" "$t_train") | $o_fwd | ${t_fwd:--}"
         rows+=" | $(ratio "$o_fwd" "$t_fwd") | $o_rss | ${t_rss:--} |"$'\n'
+        # the limit: the step's GEMM work (the same for both sides) at the sgemm rate of section 1
+        limits+=$(awk -v p="$preset" -v b="$batch" -v gt="$(field "$ours" train_gflop)" -v gf="$(field "$ours" forward_gflop)" \
+            -v r="${gemm_gflops:-0}" -v ot="$o_train" -v tt="${t_train:-0}" -v of="$o_fwd" -v tf="${t_fwd:-0}" 'BEGIN {
+            if (r <= 0 || gt <= 0 || gf <= 0) exit
+            lt = r * b / gt; lf = r * b / gf   # images/s if every GEMM FLOP ran at the sgemm rate and nothing else took time
+            printf "| %s | %d | %.0f | %.1f | %.0f%% | %s | %.1f | %.0f%% | %s |\n", p, b, gt * 1000 / b, lt, 100 * ot / lt,
+                   (tt > 0 ? sprintf("%.0f%%", 100 * tt / lt) : "-"), lf, 100 * of / lf,
+                   (tf > 0 ? sprintf("%.0f%%", 100 * tf / lf) : "-")
+        }')$'\n'
     done
 done
 
@@ -162,6 +172,18 @@ echo
 echo "=== 4. table for the README (also in $OUT/table.md)"
 echo
 cat "$OUT/table.md"
+
+# ---- 4a. the limit: how far either side is from running every GEMM FLOP at the sgemm rate ----
+echo
+echo "=== 4a. the limit: the GEMM work of a step at the sgemm rate of section 1 (${gemm_gflops:-?} GFLOP/s), also in $OUT/limit.md"
+echo "    MFLOP per image of GEMM work (convolutions, matmuls, linear layers; forward + backward for training), the"
+echo "    images/s that work allows at the sgemm rate with nothing else taking time, and each side's share of it"
+{
+    echo "| preset | batch | train MFLOP per image | train limit img/s | ours | PyTorch | forward limit img/s | ours | PyTorch |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    printf "%s" "$limits"
+} > "$OUT/limit.md"
+cat "$OUT/limit.md"
 
 # ---- 4b. data-parallel scaling: the training loop on 1 and on 2 processes of 1 thread each (Open MPI) ----
 echo
