@@ -112,15 +112,19 @@ static double time_gemm(bool trans_a, bool trans_b, int M, int Nc, int Kc, int m
     return t;
 }
 
+// GFLOP/s of one S x S x S sgemm (the median call)
+static double sgemm_rate(int S, int min_reps) {
+    Rng rng;
+    rng_seed(&rng, 1);
+    return 2.0 * S * S * S / time_gemm(false, false, S, S, S, min_reps, &rng) * 1e-9;
+}
+
 static int bench_gemm(const Options *o) {
     char info[256];
     engine_describe(info, sizeof info);
     printf("%s\n", info);
-    Rng rng;
-    rng_seed(&rng, 1);
     int S = o->size;
-    double t = time_gemm(false, false, S, S, S, o->min_reps, &rng);
-    double gflops = 2.0 * S * S * S / t * 1e-9;
+    double gflops = sgemm_rate(S, o->min_reps), t = 2.0 * S * S * S / gflops * 1e-9;
     printf("sgemm %d x %d x %d (the machine's limit): %.1f ms, %.1f GFLOP/s, %d threads\n", S, S, S, t * 1e3,
            gflops, o->threads);
     printf("bench-gemm: size=%d threads=%d gflops=%.2f\n", S, o->threads, gflops);
@@ -319,6 +323,9 @@ static int bench_model(const Options *o) {
     printf("model %s (F=%d D=%d d=%d, input %dx%dx%d, %ld floats of parameters and buffers), batch %d, %s, %s "
            "convolutions\n", cfg.preset, cfg.F, cfg.D, cfg.d, C, S, S, m.ps.total, B, where, precision);
 
+    // the machine's sgemm rate in this process, just before and just after the timed steps (the better of the two):
+    // this VM's speed drifts within minutes, so the limit of a row is measured beside it
+    double sgemm_gflops = dev == DEV_CPU ? sgemm_rate(o->size, o->min_reps) : 0;
     int rc = 0, total_steps = o->warmup + o->steps;
     GemmWork work = {0, 0};
     double *train_s = xmalloc((size_t)o->steps * sizeof(double)), *forward_s = xmalloc((size_t)o->steps * sizeof(double));
@@ -345,6 +352,7 @@ static int bench_model(const Options *o) {
         if (i >= o->warmup) forward_s[i - o->warmup] = now_seconds() - t0;
     }
     autograd_set_grad_enabled(true);
+    if (dev == DEV_CPU) sgemm_gflops = fmax(sgemm_gflops, sgemm_rate(o->size, o->min_reps));
 
     if (rc == 0) {
         double train_med = median(train_s, o->steps), forward_med = median(forward_s, o->steps);
@@ -358,6 +366,10 @@ static int bench_model(const Options *o) {
         printf("  forward only : median %.4f s = %.1f img/s\n", forward_med, B / forward_med);
         printf("  GEMM work    : training step %.2f GFLOP (convolutions, matmuls, linear layers, forward + backward), "
                "forward pass %.2f GFLOP (convolutions)\n", work.train * 1e-9, work.forward * 1e-9);
+        if (dev == DEV_CPU)
+            printf("  sgemm        : %.1f GFLOP/s (%d^3, the better of just before and just after the steps), so the "
+                   "GEMM work alone allows %.1f img/s training, %.1f img/s forward\n", sgemm_gflops, o->size,
+                   B * sgemm_gflops / (work.train * 1e-9), B * sgemm_gflops / (work.forward * 1e-9));
         printf("  peak RSS     : %.1f MiB\n", rss);
         if (dev == DEV_CUDA)
             printf("  peak device memory (the pool): %.1f MiB held, %.1f MiB in use at once (cuBLAS workspace and the "
@@ -366,9 +378,9 @@ static int bench_model(const Options *o) {
         printf("  host tensors : %.1f MiB at most at once (RSS adds the conv workspace, OpenBLAS buffers, the program)\n",
                (double)dev_pool_peak_in_use(DEV_CPU) / mib);
         printf("bench: preset=%s batch=%d threads=%d device=%s precision=%s train_img_s=%.1f forward_img_s=%.1f "
-               "peak_rss_mib=%.1f train_gflop=%.3f forward_gflop=%.3f%s\n", cfg.preset, B, o->threads,
-               device_name(dev), precision, B / train_med, B / forward_med, rss, work.train * 1e-9, work.forward * 1e-9,
-               gpu);
+               "peak_rss_mib=%.1f train_gflop=%.3f forward_gflop=%.3f sgemm_gflops=%.1f%s\n", cfg.preset, B,
+               o->threads, device_name(dev), precision, B / train_med, B / forward_med, rss, work.train * 1e-9,
+               work.forward * 1e-9, sgemm_gflops, gpu);
     }
     free(train_s);
     free(forward_s);

@@ -121,7 +121,7 @@ for preset in $PRESETS; do
               --warmup "$(warmup_for "$preset")" --steps "$(steps_for "$preset")")
         echo
         log=$OUT/$preset-b$batch
-        "${BENCH_CMD[@]}" model "${args[@]}" | tee "$log.ours.log"
+        "${BENCH_CMD[@]}" model "${args[@]}" --size "$GEMM_SIZE" --min-reps "$MIN_REPS" | tee "$log.ours.log"
         status=${PIPESTATUS[0]}
         ours=$(grep '^bench: ' "$log.ours.log")
         if [ "$status" != 0 ] || [ -z "$ours" ]; then echo "FAILED: $BENCH model ${args[*]}"; rc=1; continue; fi
@@ -141,12 +141,12 @@ for preset in $PRESETS; do
         fi
         rows+="| $preset | $batch | $o_train | ${t_train:--} | $(ratio "$o_train" "$t_train") | $o_fwd | ${t_fwd:--}"
         rows+=" | $(ratio "$o_fwd" "$t_fwd") | $o_rss | ${t_rss:--} |"$'\n'
-        # the limit: the step's GEMM work (the same for both sides) at the sgemm rate of section 1
+        # the limit: the step's GEMM work (the same for both sides) at the sgemm rate measured in the same process
         limits+=$(awk -v p="$preset" -v b="$batch" -v gt="$(field "$ours" train_gflop)" -v gf="$(field "$ours" forward_gflop)" \
-            -v r="${gemm_gflops:-0}" -v ot="$o_train" -v tt="${t_train:-0}" -v of="$o_fwd" -v tf="${t_fwd:-0}" 'BEGIN {
+            -v r="$(field "$ours" sgemm_gflops)" -v ot="$o_train" -v tt="${t_train:-0}" -v of="$o_fwd" -v tf="${t_fwd:-0}" 'BEGIN {
             if (r <= 0 || gt <= 0 || gf <= 0) exit
             lt = r * b / gt; lf = r * b / gf   # images/s if every GEMM FLOP ran at the sgemm rate and nothing else took time
-            printf "| %s | %d | %.0f | %.1f | %.0f%% | %s | %.1f | %.0f%% | %s |\n", p, b, gt * 1000 / b, lt, 100 * ot / lt,
+            printf "| %s | %d | %.1f | %.0f | %.1f | %.0f%% | %s | %.1f | %.0f%% | %s |\n", p, b, r, gt * 1000 / b, lt, 100 * ot / lt,
                    (tt > 0 ? sprintf("%.0f%%", 100 * tt / lt) : "-"), lf, 100 * of / lf,
                    (tf > 0 ? sprintf("%.0f%%", 100 * tf / lf) : "-")
         }')$'\n'
@@ -159,8 +159,9 @@ done
     else
         torch_note="PyTorch not run: our side alone"
     fi
+    rates=$(grep -o 'sgemm_gflops=[0-9.]*' "$OUT/bench_lines.txt" | cut -d= -f2 | sort -g | sed -n '1p;$p' | paste -sd-)
     echo "CPU benchmark ($(date -u '+%Y-%m-%d'), $cpu, $THREADS threads, OpenBLAS sgemm ${GEMM_SIZE}^3:" \
-         "${gemm_gflops:-?} GFLOP/s): images/s of source images (two views each), median of the timed steps;" \
+         "${gemm_gflops:-?} GFLOP/s in section 1, ${rates:-?} beside the rows): images/s of source images (two views each), median of the timed steps;" \
          "peak RSS of one process per row; $torch_note."
     echo
     echo "| preset | batch | train img/s (ours) | train img/s (PyTorch) | ratio | forward img/s (ours) |" \
@@ -175,12 +176,14 @@ cat "$OUT/table.md"
 
 # ---- 4a. the limit: how far either side is from running every GEMM FLOP at the sgemm rate ----
 echo
-echo "=== 4a. the limit: the GEMM work of a step at the sgemm rate of section 1 (${gemm_gflops:-?} GFLOP/s), also in $OUT/limit.md"
-echo "    MFLOP per image of GEMM work (convolutions, matmuls, linear layers; forward + backward for training), the"
-echo "    images/s that work allows at the sgemm rate with nothing else taking time, and each side's share of it"
+echo "=== 4a. the limit: the GEMM work of a step at the machine's sgemm rate, also in $OUT/limit.md"
+echo "    the sgemm rate (${GEMM_SIZE}^3) measured in each row's own process, just before and after its steps (the"
+echo "    better); MFLOP per image of GEMM work (convolutions, matmuls, linear layers; forward + backward for"
+echo "    training); the images/s that work allows at that rate with nothing else taking time; each side's share of it"
 {
-    echo "| preset | batch | train MFLOP per image | train limit img/s | ours | PyTorch | forward limit img/s | ours | PyTorch |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| preset | batch | sgemm GFLOP/s | train MFLOP per image | train limit img/s | ours | PyTorch |" \
+         "forward limit img/s | ours | PyTorch |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     printf "%s" "$limits"
 } > "$OUT/limit.md"
 cat "$OUT/limit.md"
