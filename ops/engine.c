@@ -51,7 +51,8 @@ bool engine_tf32(void) { return tf32; }
 
 // OPENBLAS_CORETYPE forces a kernel. One that cannot use AVX-512 on a CPU that has it roughly halves OpenBLAS's
 // GEMMs where the CPU runs 512-bit FMAs at full width (measured 247 vs 440-461 GFLOP/s for sgemm 2048^3 on a 2-core
-// Zen 5: Haswell vs Cooperlake kernels); Zen 4, which splits them in two, lost little (159-196 vs 186-191).
+// Zen 5: Haswell vs Cooperlake kernels); Zen 4, which splits them in two, lost little (159-196 vs 186-191 with
+// `OPENBLAS_CORETYPE=Haswell|Cooperlake build/bench gemm`).
 int engine_blas_warning(char *buf, int size) {
     const char *forced = getenv("OPENBLAS_CORETYPE");
     if (!forced || !*forced) return 0;

@@ -52,11 +52,15 @@ static void batchnorm_rows_forward(float *out, float *mean, float *invstd, const
         float mu_f[ROW_BLOCK], scale[ROW_BLOCK];
         if (training) {
             double sum[ROW_BLOCK] = {0}, sq[ROW_BLOCK] = {0};
-            for (int n = 0; n < N; n++)
-                for (int c = 0; c < nc; c++) sum[c] += x[(long)n * C + c0 + c];
+            for (int n = 0; n < N; n++) {
+                const float *xr = x + (long)n * C + c0;
+                for (int c = 0; c < nc; c++) sum[c] += xr[c];
+            }
             for (int c = 0; c < nc; c++) mu[c] = sum[c] / N;
-            for (int n = 0; n < N; n++)   // second pass, around the mean, as below
-                for (int c = 0; c < nc; c++) sq[c] += (x[(long)n * C + c0 + c] - mu[c]) * (x[(long)n * C + c0 + c] - mu[c]);
+            for (int n = 0; n < N; n++) {   // second pass, around the mean, as below
+                const float *xr = x + (long)n * C + c0;
+                for (int c = 0; c < nc; c++) sq[c] += (xr[c] - mu[c]) * (xr[c] - mu[c]);
+            }
             for (int c = 0; c < nc; c++) {
                 var[c] = sq[c] / N;
                 running_mean[c0 + c] = (float)((1.0 - momentum) * running_mean[c0 + c] + momentum * mu[c]);
